@@ -1,0 +1,130 @@
+"""The ``bench`` command line.
+
+Imports of torch and the plugins happen inside the commands, so ``bench --help`` stays fast.
+Every :class:`BenchError` is printed as one red line, with exit status 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from plm_bench.errors import BenchError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class BenchGroup(click.Group):
+    """Turns user-fixable errors into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=BenchGroup)
+@click.version_option(package_name="plm-bench")
+def main() -> None:
+    """plm-bench: does fine-tuning this protein language model help, and at what cost?"""
+
+
+@main.command("list")
+@click.argument("kind", required=False,
+                type=click.Choice(["backbone", "task", "head", "method", "launcher"]))
+def list_(kind: str | None) -> None:
+    """List registered plugins' items (and plugins that failed to load)."""
+    from plm_bench.plugins import catalog
+
+    cat = catalog()
+    table = Table("name", "kind", "distribution", "description")
+    for k, items in cat.items.items():
+        if kind and k != kind:
+            continue
+        for name, item in sorted(items.items()):
+            table.add_row(name, k, cat.providers[(k, name)].split(":")[0], item.description)
+    console.print(table)
+    for label, error in cat.broken.items():
+        err_console.print(f"[red]broken plugin[/] {label}: {error}", highlight=False)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("PLM_BENCH_DATA", Path.home() / ".cache" / "plm-bench" / "data"))
+
+
+@main.command()
+@click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
+@click.option("--task", required=True, help="Task name (see `bench list task`).")
+@click.option("--method", default="frozen", show_default=True, help="Adaptation method.")
+@click.option("--head", default="auto", show_default=True, help="Prediction head; auto picks by task level.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Seed; repeat for several runs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: the method's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA).")
+@click.option("--backbone-path", type=click.Path(exists=True, file_okay=False),
+              help="Load the backbone's weights from this local directory instead of its hub id.")
+@click.option("--force", is_flag=True, help="Rerun configs that already finished.")
+def run(backbone: str, task: str, method: str, head: str, seeds: tuple[int, ...], epochs: int,
+        lr: float | None, batch_size: int, device: str, store: Path | None, data_dir: Path | None,
+        backbone_path: str | None, force: bool) -> None:
+    """Train and evaluate one backbone on one task, once per seed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from plm_bench.protocol import RunConfig, RunContext, execute
+    from plm_bench.store import Store
+
+    results = Store(store)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True)
+    context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress)
+    table = Table("run", "backbone", "task", "method", "seed", "valid", "test", "status")
+    for seed in seeds or (1,):
+        config = RunConfig(backbone=backbone, task=task, method=method, head=head, seed=seed,
+                           epochs=epochs, lr=lr, batch_size=batch_size,
+                           backbone_path=backbone_path).resolved()
+        record = None if force else results.finished(config.hash)
+        if record:
+            console.print(f"already done: {backbone} {task} {method} seed {seed} "
+                          f"(run {record['run_id']}); use --force to rerun")
+            status = "already done"
+        else:
+            with progress:
+                record = execute(config, context)
+            record["run_id"] = results.add(record)
+            status = record["status"]
+        metric = record["primary_metric"]
+        table.add_row(str(record["run_id"]), backbone, task, method, str(seed),
+                      f"{record['metrics']['valid'][metric]:.4f}",
+                      f"{record['metrics']['test'][metric]:.4f}", status)
+    table.title = f"test {metric}"
+    console.print(table)
+
+
+@main.command()
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
+def leaderboard(store: Path | None) -> None:
+    """Test scores as mean ± 95% CI over seeds: rows backbone × method × head, columns tasks."""
+    from plm_bench.leaderboard import leaderboard as build
+    from plm_bench.store import Store
+
+    tasks, rows = build(Store(store).records())
+    if not rows:
+        raise BenchError("no finished runs in the store yet; start with `bench run`")
+    table = Table("backbone", "method", "head", *tasks, title="test primary metric, mean ± 95% CI")
+    for (backbone, method, head), cells in rows.items():
+        table.add_row(backbone, method, head, *(str(cells[t]) if t in cells else "—" for t in tasks))
+    console.print(table)

@@ -1,0 +1,85 @@
+"""The small, declarative objects plugins register (peft-style config dataclasses).
+
+They are cheap to build: nothing here imports torch, so listing plugins stays fast. The
+heavy work happens in the callables they carry, only when a run needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plm_bench.backbone import Backbone
+    from plm_bench.protocol import RunConfig
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone. ``load(source, device)`` returns a :class:`Backbone`.
+
+    ``source`` is ``hub_id`` or a local directory given with ``--backbone-path``.
+    """
+
+    name: str
+    family: str
+    load: Callable[[str | None, str], Backbone]
+    hub_id: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A prediction head: ``build(hidden_size, out_dim, level)`` returns an ``nn.Module``
+    mapping ``(hidden [B, L, H], mask [B, L])`` to ``[B, out]`` or ``[B, L, out]``."""
+
+    name: str
+    levels: tuple[str, ...]
+    build: Callable[[int, int, str], Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An adaptation of the backbone.
+
+    Without ``prepare`` the backbone stays frozen: the protocol embeds each split once and
+    trains the head on those embeddings. Otherwise ``prepare(backbone)`` makes the trainable
+    parameters require grad (wrapping the backbone if needed) and returns the module to run.
+    """
+
+    name: str
+    default_lr: float
+    prepare: Callable[[Backbone], Any] | None = None
+    description: str = ""
+
+    @property
+    def trains_backbone(self) -> bool:
+        return self.prepare is not None
+
+
+@dataclass(frozen=True)
+class LauncherSpec:
+    """Where runs execute: ``launch(configs, execute)`` yields one record per config.
+
+    ``execute(config)`` runs one config in the current process and returns its record; a
+    launcher may call it remotely, but records always flow back to the caller, which alone
+    writes the store.
+    """
+
+    name: str
+    launch: Callable[[Iterable[RunConfig], Callable[[RunConfig], dict]], Iterator[dict]]
+    description: str = ""
+
+
+KINDS = ("backbone", "task", "head", "method", "launcher")
+
+
+@dataclass
+class Catalog:
+    """Every registered item by kind and name, with the distribution that provided it."""
+
+    items: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    providers: dict[tuple[str, str], str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
