@@ -13,7 +13,7 @@ import platform
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,7 +64,19 @@ class RunContext:
 
     data_dir: Path
     device: str = "auto"
-    progress: Progress = field(default_factory=lambda: Progress(disable=True))
+    progress: Progress | None = None  # None: silent (e.g. in remote workers)
+
+    def __post_init__(self) -> None:
+        if self.progress is None:
+            self.progress = Progress(disable=True)
+
+    def __getstate__(self) -> dict:
+        """Launchers ship contexts to workers; a live progress display stays behind."""
+        return {**self.__dict__, "progress": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
 
     @property
     def torch_device(self) -> torch.device:
@@ -79,6 +91,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def attempt(config: RunConfig, context: RunContext) -> dict:
+    """Run one config; a run that raises becomes a ``failed`` record, so a grid goes on."""
+    try:
+        return execute(config, context)
+    except Exception as exc:  # recorded, not swallowed: the record carries the error
+        return {
+            "config": asdict(config),
+            "config_hash": config.hash,
+            "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}",
+            "primary_metric": "",
+            "metrics": {},
+            "environment": environment(context.torch_device),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+        }
 
 
 def execute(config: RunConfig, context: RunContext) -> dict:
