@@ -60,6 +60,22 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("PLM_BENCH_DATA", Path.home() / ".cache" / "plm-bench" / "data"))
 
 
+def parse_options(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; values parse as JSON where they can (numbers, lists, booleans)."""
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--method-option {pair!r}: write it as KEY=VALUE, e.g. rank=8")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 @main.command()
 @click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
 @click.option("--task", required=True, help="Task name (see `bench list task`).")
@@ -76,10 +92,20 @@ def default_data_dir() -> Path:
               help="Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA).")
 @click.option("--backbone-path", type=click.Path(exists=True, file_okay=False),
               help="Load the backbone's weights from this local directory instead of its hub id.")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+              help="random: the architecture with random weights (how much does pretraining add?).")
+@click.option("--long-policy", type=click.Choice(["error", "chunk"]), default="error", show_default=True,
+              help="Sequences longer than the backbone's maximum: fail naming them, or chunk.")
+@click.option("--method-option", "method_options", multiple=True, metavar="KEY=VALUE",
+              help="Option of the method, e.g. rank=8; repeatable.")
+@click.option("--limit-train", type=click.IntRange(min=1), help="Use only the first N training examples.")
+@click.option("--limit-eval", type=click.IntRange(min=1), help="Use only the first N validation and test examples.")
 @click.option("--force", is_flag=True, help="Rerun configs that already finished.")
 def run(backbone: str, task: str, method: str, head: str, seeds: tuple[int, ...], epochs: int,
         lr: float | None, batch_size: int, device: str, store: Path | None, data_dir: Path | None,
-        backbone_path: str | None, force: bool) -> None:
+        backbone_path: str | None, dtype: str, init: str, long_policy: str, method_options: tuple[str, ...],
+        limit_train: int | None, limit_eval: int | None, force: bool) -> None:
     """Train and evaluate one backbone on one task, once per seed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -93,8 +119,10 @@ def run(backbone: str, task: str, method: str, head: str, seeds: tuple[int, ...]
     table = Table("run", "backbone", "task", "method", "seed", "valid", "test", "status")
     for seed in seeds or (1,):
         config = RunConfig(backbone=backbone, task=task, method=method, head=head, seed=seed,
-                           epochs=epochs, lr=lr, batch_size=batch_size,
-                           backbone_path=backbone_path).resolved()
+                           epochs=epochs, lr=lr, batch_size=batch_size, backbone_path=backbone_path,
+                           dtype=dtype, init=init, long_policy=long_policy,
+                           method_options=parse_options(method_options),
+                           limit_train=limit_train, limit_eval=limit_eval).resolved()
         record = None if force else results.finished(config.hash)
         if record:
             console.print(f"already done: {backbone} {task} {method} seed {seed} "

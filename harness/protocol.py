@@ -13,7 +13,7 @@ import platform
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,6 +42,12 @@ class RunConfig:
     lr: float | None = None
     batch_size: int = 8
     backbone_path: str | None = None
+    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (families enforce their limits)
+    init: str = "pretrained"  # pretrained | random (the study's no-pretraining control)
+    long_policy: str = "error"  # error | chunk, for sequences past the backbone's max length
+    method_options: dict = field(default_factory=dict)  # e.g. LoRA rank/alpha/targets
+    limit_train: int | None = None  # first N training examples (quick runs on CPU)
+    limit_eval: int | None = None  # first N validation and N test examples
 
     def resolved(self) -> RunConfig:
         """Fill the defaults that depend on plugins (head by task level, lr by method),
@@ -116,7 +122,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     seed_everything(config.seed)
     device = context.torch_device
     task: Task = plugins.get("task", config.task)
-    splits = task.load(context.data_dir)
+    splits = limit(task.load(context.data_dir), config)
     spec = plugins.get("backbone", config.backbone)
     method = plugins.get("method", config.method)
     head_spec = plugins.get("head", config.head)
@@ -164,6 +170,12 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         "environment": environment(device),
         "finished_at": datetime.now(timezone.utc).isoformat(),
     }
+
+
+def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list[Example]]:
+    """The first ``limit_train``/``limit_eval`` examples of each split (recorded in the config)."""
+    caps = {"train": config.limit_train, "valid": config.limit_eval, "test": config.limit_eval}
+    return {name: examples[: caps[name]] if caps[name] else examples for name, examples in splits.items()}
 
 
 class Model(nn.Module):
