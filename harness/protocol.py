@@ -283,9 +283,16 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
             best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         context.progress.advance(epochs)
     context.progress.remove_task(epochs)
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=True)
+    restore(model, best_state)
     return history
+
+
+@torch.no_grad()
+def restore(model: nn.Module, state: dict[str, torch.Tensor] | None) -> None:
+    """Copy saved trainable weights back in place (buffers and frozen weights are untouched)."""
+    for name, parameter in model.named_parameters():
+        if state and name in state:
+            parameter.copy_(state[name])
 
 
 @torch.no_grad()
