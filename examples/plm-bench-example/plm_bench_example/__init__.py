@@ -1,0 +1,54 @@
+"""A third-party plm-bench plugin: one backbone and one task, registered through entry points.
+
+Copy this package to start your own; nothing in plm-bench needs to change.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from plm_bench import hookimpl
+from plm_bench.specs import BackboneSpec
+from plm_bench.task import Example, Splits, Task
+
+# Kyte-Doolittle hydropathy, charge at pH 7, and side-chain volume (Å^3) per residue.
+PROPERTIES = {
+    "A": (1.8, 0, 88.6), "R": (-4.5, 1, 173.4), "N": (-3.5, 0, 114.1), "D": (-3.5, -1, 111.1),
+    "C": (2.5, 0, 108.5), "Q": (-3.5, 0, 143.8), "E": (-3.5, -1, 138.4), "G": (-0.4, 0, 60.1),
+    "H": (-3.2, 0, 153.2), "I": (4.5, 0, 166.7), "L": (3.8, 0, 166.7), "K": (-3.9, 1, 168.6),
+    "M": (1.9, 0, 162.9), "F": (2.8, 0, 189.9), "P": (-1.6, 0, 112.7), "S": (-0.8, 0, 89.0),
+    "T": (-0.7, 0, 116.1), "W": (-0.9, 0, 227.8), "Y": (-1.3, 0, 193.6), "V": (4.2, 0, 140.0),
+}
+
+
+def load_physchem(source: str | None, device: str):
+    from plm_bench_example.physchem import PhysChem
+
+    return PhysChem(PROPERTIES).to(device)
+
+
+def hydrophobicity_splits(data_dir: Path) -> Splits:
+    """Random sequences labelled with their mean hydropathy: learnable, and needs no files."""
+    rng = random.Random(0)
+    residues = sorted(PROPERTIES)
+
+    def example(i: int) -> Example:
+        sequence = "".join(rng.choice(residues) for _ in range(rng.randint(20, 60)))
+        label = sum(PROPERTIES[aa][0] for aa in sequence) / len(sequence)
+        return Example(id=f"seq{i}", sequence=sequence, label=label)
+
+    examples = [example(i) for i in range(600)]
+    return {"train": examples[:400], "valid": examples[400:500], "test": examples[500:]}
+
+
+@hookimpl
+def register_backbones(register) -> None:
+    register(BackboneSpec(name="physchem", family="physchem", load=load_physchem,
+                          description="Per-residue hydropathy, charge and volume (example plugin)."))
+
+
+@hookimpl
+def register_tasks(register) -> None:
+    register(Task(name="example-hydrophobicity", level="protein", type="regression", metric="spearman",
+                  load=hydrophobicity_splits, description="Mean hydropathy of random sequences (example plugin)."))
