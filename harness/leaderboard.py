@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
-from statistics import mean, stdev
+
+from plm_bench.statistics import mean_ci
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,7 @@ class Cell:
 
 
 def aggregate(values: list[float]) -> Cell:
-    if len(values) < 2:
-        return Cell(values[0], None, 1)
-    return Cell(mean(values), 1.96 * stdev(values) / math.sqrt(len(values)), len(values))
+    return Cell(*mean_ci(values), len(values))
 
 
 Row = tuple[str, str, str]  # backbone, method, head

@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score
 
 from plm_bench.errors import BenchError
+from plm_bench.task import Example, Task
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -42,3 +43,15 @@ def metric(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
     if name not in METRICS:
         raise BenchError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
     return METRICS[name]
+
+
+def score(task: Task, examples: list[Example], predictions: list[np.ndarray]) -> float:
+    """The task's primary metric over all examples (residue tasks: pooled scored residues)."""
+    if task.level == "protein":
+        y_true = np.array([e.label for e in examples])
+        y_pred = np.stack(predictions)
+    else:
+        known = [np.ones(len(e.sequence), bool) if e.mask is None else e.mask for e in examples]
+        y_true = np.concatenate([np.asarray(e.label)[k] for e, k in zip(examples, known, strict=True)])
+        y_pred = np.concatenate([p[k] for p, k in zip(predictions, known, strict=True)])
+    return metric(task.metric)(y_true, y_pred)

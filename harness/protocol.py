@@ -12,7 +12,6 @@ import json
 import platform
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import Progress
-from torch import nn
 
 from plm_bench import plugins
-from plm_bench.backbone import Backbone, Residues, residue_mask
+from plm_bench.backbone import Backbone
 from plm_bench.errors import BenchError
-from plm_bench.metrics import metric
+from plm_bench.metrics import score
+from plm_bench.profiling import peak_memory, per_second, reset_peak_memory
+from plm_bench.statistics import bootstrap_ci
 from plm_bench.task import SPLITS, Example, Task
+from plm_bench.training import Model, predict, restore, train
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class RunConfig:
     init: str = "pretrained"  # pretrained | random (the study's no-pretraining control)
     long_policy: str = "error"  # error | chunk, for sequences past the backbone's max length
     method_options: dict = field(default_factory=dict)  # e.g. LoRA rank/alpha/targets
+    val_per_epoch: int = 1  # validations per epoch
+    patience: int | None = None  # validations without improvement before stopping; None: never
+    min_delta: float = 0.0  # smallest validation gain that counts as an improvement
+    checkpoint: str = "early-stop"  # early-stop | best-of-N: which checkpoint the record reports
     limit_train: int | None = None  # first N training examples (quick runs on CPU)
     limit_eval: int | None = None  # first N validation and N test examples
 
@@ -104,16 +109,20 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
     try:
         return execute(config, context)
     except Exception as exc:  # recorded, not swallowed: the record carries the error
-        return {
-            "config": asdict(config),
-            "config_hash": config.hash,
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}",
-            "primary_metric": "",
-            "metrics": {},
-            "environment": environment(context.torch_device),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-        }
+        return failed_record(config, context, exc)
+
+
+def failed_record(config: RunConfig, context: RunContext, exc: Exception) -> dict:
+    return {
+        "config": asdict(config),
+        "config_hash": config.hash,
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "primary_metric": "",
+        "metrics": {},
+        "environment": environment(context.torch_device),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 def execute(config: RunConfig, context: RunContext) -> dict:
@@ -121,6 +130,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     run_started = time.perf_counter()
     seed_everything(config.seed)
     device = context.torch_device
+    reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
     splits = limit(task.load(context.data_dir), config)
     spec = plugins.get("backbone", config.backbone)
@@ -132,6 +142,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     backbone: Backbone = spec.load(config.backbone_path or spec.hub_id, "cpu").to(device)
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
     head = head_spec.build(backbone.hidden_size, task.out_dim, task.level).to(device)
+    embed_started = time.perf_counter()
     if method.trains_backbone:
         model = Model(method.prepare(backbone), head)
         features = None
@@ -139,33 +150,63 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         backbone.requires_grad_(False)
         model = Model(None, head)
         features = {s: embed_all(backbone, splits[s], context) for s in SPLITS}
+    embed_seconds = time.perf_counter() - embed_started
     model.to(device)
 
-    started = time.perf_counter()
-    history = train(model, task, splits, features, config, context)
-    train_seconds = time.perf_counter() - started
-    test_predictions = predict(model, splits["test"], features and features["test"], config, context)
-    best = max(history, key=lambda h: h["valid"])
+    def predictions(split: str) -> list[np.ndarray]:
+        return predict(model, splits[split], features and features[split], config.batch_size)
+
+    outcome = train(model, task, splits, features, config, context,
+                    validate=lambda: score(task, splits["valid"], predictions("valid")))
+    eval_started = time.perf_counter()
+    chosen = outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
+    candidates = {"early-stop": outcome.early_stop}
+    if config.checkpoint == "best-of-N" or outcome.stopped_at_epoch is None:
+        candidates["best-of-N"] = outcome.best  # only known when training ran every epoch
+    checkpoints = {}
+    for name, checkpoint in candidates.items():
+        restore(model, checkpoint.state)
+        checkpoints[name] = {"epoch": checkpoint.epoch, "step": checkpoint.step, "valid": checkpoint.valid,
+                             "test": score(task, splits["test"], predictions("test"))}
+    restore(model, chosen.state)  # the model leaves the run at the checkpoint it reports
+    test_predictions = predictions("test")
+    low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
+    eval_seconds = time.perf_counter() - eval_started
     return {
         "config": asdict(config),
         "config_hash": config.hash,
         "status": "finished",
         "primary_metric": task.metric,
         "metrics": {
-            "valid": {task.metric: best["valid"]},
+            "valid": {task.metric: chosen.valid},
             "test": {task.metric: score(task, splits["test"], test_predictions)},
         },
-        "best_epoch": best["epoch"],
-        "history": history,
+        "test_ci": {"low": low, "high": high, "level": 0.95, "resampled": "proteins"},
+        "checkpoints": checkpoints,
+        "early_stopping": {
+            "patience": config.patience, "min_delta": config.min_delta,
+            "stopped_at_epoch": outcome.stopped_at_epoch, "epochs_run": outcome.epochs_run,
+            "epochs_saved": config.epochs - outcome.epochs_run,
+        },
+        "history": outcome.history,
         "parameters": {
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
             "total": sum(p.numel() for p in model.parameters()) + (
                 0 if method.trains_backbone else sum(p.numel() for p in backbone.parameters())
             ),
         },
-        "timings": {
-            "train_seconds": train_seconds,
+        "cost": {
+            "train_seconds": outcome.train_seconds,
+            "embed_seconds": embed_seconds,
+            "eval_seconds": eval_seconds,
+            "time_to_best_seconds": chosen.seconds,
             "total_seconds": time.perf_counter() - run_started,
+            "train_samples_per_second": per_second(outcome.samples, outcome.train_seconds),
+            "train_residues_per_second": per_second(outcome.residues, outcome.train_seconds),
+            "peak_memory": peak_memory(device),
+            "micro_batch": outcome.micro_batch,
+            "oom_backoffs": outcome.backoffs,
+            "dtype": str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         },
         "environment": environment(device),
         "finished_at": datetime.now(timezone.utc).isoformat(),
@@ -176,30 +217,6 @@ def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list
     """The first ``limit_train``/``limit_eval`` examples of each split (recorded in the config)."""
     caps = {"train": config.limit_train, "valid": config.limit_eval, "test": config.limit_eval}
     return {name: examples[: caps[name]] if caps[name] else examples for name, examples in splits.items()}
-
-
-class Model(nn.Module):
-    """Backbone (absent for frozen methods) followed by the head."""
-
-    def __init__(self, backbone: nn.Module | None, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
-        residues = pad_features(features) if self.backbone is None else self.backbone.embed(
-            [e.sequence for e in batch]
-        )
-        device = residues.hidden.device
-        return self.head(residues.hidden, residues.mask.to(device)), residues.mask.to(device)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-
-def pad_features(features: list[torch.Tensor]) -> Residues:
-    hidden = nn.utils.rnn.pad_sequence(features, batch_first=True)
-    return Residues(hidden=hidden, mask=residue_mask([len(f) for f in features]))
 
 
 @torch.no_grad()
@@ -218,109 +235,6 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
         context.progress.advance(job, len(idx))
     context.progress.remove_task(job)
     return out  # type: ignore[return-value]
-
-
-def labels_for(task: Task, batch: Sequence[Example], mask: torch.Tensor) -> tuple:
-    """Label tensor and the mask of scored positions for a batch."""
-    dtype = torch.long if task.type == "classification" else torch.float32
-    if task.level == "protein":
-        labels = torch.tensor([e.label for e in batch], dtype=dtype)
-        return labels, torch.ones(len(batch), dtype=torch.bool)
-    labels = torch.zeros(mask.shape, dtype=dtype)
-    known = torch.zeros(mask.shape, dtype=torch.bool)
-    for row, e in enumerate(batch):
-        n = len(e.sequence)
-        labels[row, :n] = torch.as_tensor(np.asarray(e.label), dtype=dtype)
-        known[row, :n] = torch.ones(n, dtype=torch.bool) if e.mask is None else torch.as_tensor(e.mask)
-    return labels, known
-
-
-def loss_fn(task: Task, output: torch.Tensor, labels: torch.Tensor, known: torch.Tensor):
-    output, labels = output[known], labels[known]
-    if task.type == "classification":
-        return nn.functional.cross_entropy(output, labels)
-    return nn.functional.mse_loss(output.squeeze(-1), labels)
-
-
-def batches(n: int, size: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    order = torch.randperm(n, generator=generator).tolist() if generator else list(range(n))
-    return [order[i:i + size] for i in range(0, n, size)]
-
-
-def train(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
-          context: RunContext) -> list[dict]:
-    """Train for ``config.epochs``; after each epoch validate, and keep the best weights."""
-    device = context.torch_device
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_set = splits["train"]
-    history: list[dict] = []
-    best_score, best_state = -np.inf, None
-    epochs = context.progress.add_task("epochs", total=config.epochs)
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = batches(len(train_set), config.batch_size, generator)
-        steps = context.progress.add_task(f"epoch {epoch}", total=len(order))
-        total_loss = 0.0
-        for idx in order:
-            batch = [train_set[i] for i in idx]
-            output, mask = model(batch, features and [features["train"][i] for i in idx])
-            labels, known = labels_for(task, batch, mask.cpu())
-            loss = loss_fn(task, output, labels.to(device), known.to(device))
-            if not torch.isfinite(loss):
-                raise BenchError(f"loss became {loss.item()} at epoch {epoch}; lower --lr")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(idx)
-            context.progress.advance(steps)
-        context.progress.remove_task(steps)
-        valid = score(task, splits["valid"],
-                      predict(model, splits["valid"], features and features["valid"], config, context))
-        history.append({"epoch": epoch, "train_loss": total_loss / len(train_set), "valid": valid})
-        if valid > best_score:
-            best_score = valid
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        context.progress.advance(epochs)
-    context.progress.remove_task(epochs)
-    restore(model, best_state)
-    return history
-
-
-@torch.no_grad()
-def restore(model: nn.Module, state: dict[str, torch.Tensor] | None) -> None:
-    """Copy saved trainable weights back in place (buffers and frozen weights are untouched)."""
-    for name, parameter in model.named_parameters():
-        if state and name in state:
-            parameter.copy_(state[name])
-
-
-@torch.no_grad()
-def predict(model: Model, examples: list[Example], features: list | None, config: RunConfig,
-            context: RunContext) -> list[np.ndarray]:
-    """Per-example predictions: a value or class scores, or per-residue arrays of those."""
-    model.eval()
-    out: list[np.ndarray] = []
-    for idx in batches(len(examples), config.batch_size):
-        batch = [examples[i] for i in idx]
-        output, _ = model(batch, features and [features[i] for i in idx])
-        output = output.float().cpu().numpy()
-        for row, e in enumerate(batch):
-            value = output[row] if output.ndim == 2 else output[row, : len(e.sequence)]
-            out.append(value.squeeze(-1) if value.shape[-1] == 1 else value)
-    return out
-
-
-def score(task: Task, examples: list[Example], predictions: list[np.ndarray]) -> float:
-    """The task's primary metric over all examples (residue tasks: pooled scored residues)."""
-    if task.level == "protein":
-        y_true = np.array([e.label for e in examples])
-        y_pred = np.stack(predictions)
-    else:
-        known = [np.ones(len(e.sequence), bool) if e.mask is None else e.mask for e in examples]
-        y_true = np.concatenate([np.asarray(e.label)[k] for e, k in zip(examples, known, strict=True)])
-        y_pred = np.concatenate([p[k] for p, k in zip(predictions, known, strict=True)])
-    return metric(task.metric)(y_true, y_pred)
 
 
 def environment(device: torch.device) -> dict:
