@@ -17,16 +17,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A named backbone. ``load(source, device)`` returns a :class:`Backbone`.
+    """A named backbone. ``load(source, device, *, dtype="auto", init="pretrained")`` returns a
+    :class:`Backbone` (loaders taking only ``(source, device)`` still work, without ``--init random``).
 
-    ``source`` is ``hub_id`` or a local directory given with ``--backbone-path``.
+    ``source`` is ``hub_id`` or a local directory given with ``--backbone-path``. The facts below
+    come from registry.toml for built-ins, so tools can read them without loading weights:
+    ``dtypes`` the precisions the family runs in, ``max_length`` residues per forward pass
+    (``None``: no architectural limit), ``adapter_targets`` the attention projections PEFT
+    methods wrap (q, k, v, o) and ``ffn_targets`` the feed-forward layers to add for FFN adapters
+    (module-name suffixes, PEFT's ``target_modules`` semantics).
     """
 
     name: str
     family: str
-    load: Callable[[str | None, str], Backbone]
+    load: Callable[..., Backbone]
     hub_id: str | None = None
     description: str = ""
+    parameters: int | None = None
+    hidden_size: int | None = None
+    layers: int | None = None
+    max_length: int | None = None
+    dtypes: tuple[str, ...] = ("fp32",)
+    adapter_targets: tuple[str, ...] = ()
+    ffn_targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
