@@ -74,11 +74,13 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class LauncherSpec:
-    """Where runs execute: ``launch(configs, execute)`` yields one record per config.
+    """Where runs execute: ``launch(configs, execute, **options)`` yields one record per config.
 
     ``execute(config)`` runs one config in the current process and returns its record; a
-    launcher may call it remotely, but records always flow back to the caller, which alone
-    writes the store.
+    launcher may call it remotely (it pickles), but records always flow back to the caller,
+    which alone writes the store. ``options`` are the launcher's own keyword arguments
+    (``bench grid --launcher-option KEY=VALUE``), checked against ``launch``'s signature
+    before anything runs.
     """
 
     name: str
