@@ -122,6 +122,7 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     """Train and evaluate one backbone on one task, once per seed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from plm_bench.artifacts import folder_for
     from plm_bench.protocol import RunConfig, RunContext, execute, failed_record
     from plm_bench.store import Store
 
@@ -130,7 +131,8 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     results = Store(store)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
-    context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress)
+    context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
+                         artifact_dir=folder_for(results.path))
     table = Table("run", "backbone", "task", "method", "seed", "valid", "test [95% CI]", "status")
     failures = 0
     for seed in seed_list or range(1, (seed_count or 1) + 1):

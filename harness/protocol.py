@@ -14,19 +14,21 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import Progress
 
-from plm_bench import plugins
+from plm_bench import artifacts, plugins
 from plm_bench.backbone import Backbone
+from plm_bench.embeddings import CachedFeatures, EmbeddingCache
 from plm_bench.errors import BenchError
 from plm_bench.metrics import score
 from plm_bench.profiling import peak_memory, per_second, reset_peak_memory
 from plm_bench.statistics import bootstrap_ci
-from plm_bench.task import SPLITS, Example, Task
+from plm_bench.task import Example, Task
 from plm_bench.training import Model, predict, restore, train
 
 
@@ -55,13 +57,15 @@ class RunConfig:
     limit_eval: int | None = None  # first N validation and N test examples
 
     def resolved(self) -> RunConfig:
-        """Fill the defaults that depend on plugins (head by task level, lr by method),
-        so that spelling a default out and leaving it implicit hash the same."""
+        """Fill the defaults that depend on plugins (head by task level, lr and options by
+        method), so that spelling a default out and leaving it implicit hash the same."""
         task: Task = plugins.get("task", self.task)
         head = f"mlp-{task.level}" if self.head == "auto" else self.head
-        lr = plugins.get("method", self.method).default_lr if self.lr is None else self.lr
+        method = plugins.get("method", self.method)
+        lr = method.default_lr if self.lr is None else self.lr
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
-        return replace(self, head=head, lr=lr, backbone_path=path)
+        return replace(self, head=head, lr=lr, backbone_path=path,
+                       method_options=method.resolve_options(self.method_options))
 
     @property
     def hash(self) -> str:
@@ -76,6 +80,7 @@ class RunContext:
     data_dir: Path
     device: str = "auto"
     progress: Progress | None = None  # None: silent (e.g. in remote workers)
+    artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
 
     def __post_init__(self) -> None:
         if self.progress is None:
@@ -133,25 +138,10 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
     splits = limit(task.load(context.data_dir), config)
-    spec = plugins.get("backbone", config.backbone)
-    method = plugins.get("method", config.method)
-    head_spec = plugins.get("head", config.head)
-    if task.level not in head_spec.levels:
-        raise BenchError(f"head {head_spec.name} cannot serve {task.level}-level task {task.name}")
-
-    backbone: Backbone = spec.load(config.backbone_path or spec.hub_id, "cpu").to(device)
-    seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
-    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level).to(device)
+    backbone, model = build(config, task, device)
     embed_started = time.perf_counter()
-    if method.trains_backbone:
-        model = Model(method.prepare(backbone), head)
-        features = None
-    else:
-        backbone.requires_grad_(False)
-        model = Model(None, head)
-        features = {s: embed_all(backbone, splits[s], context) for s in SPLITS}
+    features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
-    model.to(device)
 
     def predictions(split: str) -> list[np.ndarray]:
         return predict(model, splits[split], features and features[split], config.batch_size)
@@ -169,6 +159,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         checkpoints[name] = {"epoch": checkpoint.epoch, "step": checkpoint.step, "valid": checkpoint.valid,
                              "test": score(task, splits["test"], predictions("test"))}
     restore(model, chosen.state)  # the model leaves the run at the checkpoint it reports
+    artifact = artifacts.save(model, context.artifact_dir, config.hash) if context.artifact_dir else None
     test_predictions = predictions("test")
     low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
     eval_seconds = time.perf_counter() - eval_started
@@ -192,9 +183,11 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         "parameters": {
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
             "total": sum(p.numel() for p in model.parameters()) + (
-                0 if method.trains_backbone else sum(p.numel() for p in backbone.parameters())
+                0 if model.backbone is not None else sum(p.numel() for p in backbone.parameters())
             ),
         },
+        "adapter": artifacts.adapter_config(model),
+        **({"artifact": artifact} if artifact else {}),
         "cost": {
             "train_seconds": outcome.train_seconds,
             "embed_seconds": embed_seconds,
@@ -211,6 +204,36 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         "environment": environment(device),
         "finished_at": datetime.now(timezone.utc).isoformat(),
     }
+
+
+def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone, Model]:
+    """The run's model before training: the backbone as loaded, adapted by the method (or
+    frozen), and a fresh head. Predicting with a saved run rebuilds it exactly this way."""
+    spec = plugins.get("backbone", config.backbone)
+    method = plugins.get("method", config.method)
+    head_spec = plugins.get("head", config.head)
+    if task.level not in head_spec.levels:
+        raise BenchError(f"head {head_spec.name} cannot serve {task.level}-level task {task.name}")
+    options = method.resolve_options(config.method_options)
+
+    seed_everything(config.seed)
+    backbone: Backbone = spec.load(config.backbone_path or spec.hub_id, "cpu").to(device)
+    seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
+    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level).to(device)
+    if method.trains_backbone:
+        return backbone, Model(method.prepare(backbone, options), head).to(device)
+    backbone.requires_grad_(False)
+    return backbone, Model(None, head).to(device)
+
+
+def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
+                    context: RunContext) -> dict[str, CachedFeatures]:
+    """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
+    the entry depends on the weights, the settings below and the sequences, not on the seed,
+    head or learning rate, so those reuse it."""
+    cache = EmbeddingCache(backbone, backbone.hidden_size, {"dtype": config.dtype, "long_policy": config.long_policy})
+    embed = partial(embed_all, backbone, context=context)
+    return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 
 
 def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list[Example]]:

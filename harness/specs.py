@@ -6,9 +6,11 @@ heavy work happens in the callables they carry, only when a run needs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
     from plm_bench.backbone import Backbone
@@ -58,18 +60,49 @@ class MethodSpec:
     """An adaptation of the backbone.
 
     Without ``prepare`` the backbone stays frozen: the protocol embeds each split once and
-    trains the head on those embeddings. Otherwise ``prepare(backbone)`` makes the trainable
-    parameters require grad (wrapping the backbone if needed) and returns the module to run.
+    trains the head on those embeddings. Otherwise ``prepare(backbone, options)`` makes the
+    trainable parameters require grad (wrapping the backbone if needed) and returns the module
+    to run. ``options`` maps each option the method accepts to its default; users override
+    them with ``--method-option KEY=VALUE`` and :meth:`resolve_options` checks what they gave.
     """
 
     name: str
     default_lr: float
-    prepare: Callable[[Backbone], Any] | None = None
+    prepare: Callable[[Backbone, dict[str, Any]], Any] | None = None
     description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def trains_backbone(self) -> bool:
         return self.prepare is not None
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given``, each value coerced to its default's type, so that
+        ``rank=4`` spelled out and left implicit are the same config."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise BenchError(f"method {self.name} has no option {unknown[0]!r} (its options: {known}); "
+                             "fix --method-option")
+        return {key: _coerce(self.name, key, default, given.get(key, default))
+                for key, default in sorted(self.options.items())}
+
+
+def _coerce(method: str, key: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of ``default``: int, float, bool, str, or a list of names (tuple
+    defaults; a comma-separated string is accepted for those)."""
+    expected = type(default)
+    if isinstance(default, tuple):
+        names = value.split(",") if isinstance(value, str) else value
+        if isinstance(names, (list, tuple)) and all(isinstance(n, str) and n for n in names):
+            return [n.strip() for n in names]
+    elif expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool):
+        return value
+    raise BenchError(f"method {method} option {key}={value!r}: expected "
+                     f"{'names, e.g. a,b' if isinstance(default, tuple) else expected.__name__}; "
+                     "fix --method-option")
 
 
 @dataclass(frozen=True)

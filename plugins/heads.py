@@ -1,4 +1,4 @@
-"""Built-in prediction heads."""
+"""Built-in prediction heads (``auto`` picks ``mlp-<level>`` by the task's level)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,25 @@ def build_mlp(hidden_size: int, out_dim: int, level: str):
     return MLP(hidden_size, out_dim, level)
 
 
+def build_light_attention(hidden_size: int, out_dim: int, level: str):
+    from plm_bench_plugins.light_attention import LightAttention
+
+    return LightAttention(hidden_size, out_dim)
+
+
+def build_cnn(hidden_size: int, out_dim: int, level: str):
+    from plm_bench_plugins.cnn import ResidueCNN
+
+    return ResidueCNN(hidden_size, out_dim)
+
+
 @hookimpl
 def register_heads(register) -> None:
     register(HeadSpec("mlp-protein", ("protein",), build_mlp,
                       "Masked mean pooling, then a 32-unit MLP (the study's head)."))
     register(HeadSpec("mlp-residue", ("residue",), build_mlp,
                       "The same 32-unit MLP applied to every residue."))
+    register(HeadSpec("light-attention", ("protein",), build_light_attention,
+                      "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
+    register(HeadSpec("cnn-residue", ("residue",), build_cnn,
+                      "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
