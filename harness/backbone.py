@@ -1,16 +1,35 @@
 """The backbone contract: sequences in, per-residue hidden states out, aligned 1:1.
 
 Everything downstream (heads, metrics, embedding caches) relies on position ``i`` of the output
-being residue ``i`` of the sequence: families strip their special tokens here.
+being residue ``i`` of the sequence: families strip their special tokens here. The contract also
+owns what every family needs the same way: the check that a sequence is made of residues, the
+long-sequence policy (fail naming the record, or embed overlapping windows and stitch them),
+the precision rules, and a stop on non-finite activations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from plm_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from plm_bench.specs import BackboneSpec
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+RARE_RESIDUES = "UZOB"  # selenocysteine, Glx, pyrrolysine, Asx: ProtTrans models saw them as X
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LONG_POLICIES = ("error", "chunk")
+RESIDUE_LETTERS = re.compile(r"[A-Z]+")
+RANDOM_INIT_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO"  # ESM2's order: the 20 standard residues, then X and rare ones
 
 
 @dataclass
@@ -25,11 +44,16 @@ class Backbone(nn.Module):
     """Base class of loaded backbones.
 
     Subclasses set ``hidden_size`` and ``adapter_targets`` (module names PEFT methods wrap) and
-    implement :meth:`tokenize` and :meth:`forward`.
+    implement :meth:`tokenize` and :meth:`forward`. ``max_length`` is the most residues one
+    forward pass may hold (``None``: no architectural limit); ``long_policy`` says what
+    :meth:`embed` does with longer sequences.
     """
 
+    name: str = ""
     hidden_size: int
     adapter_targets: tuple[str, ...] = ()
+    max_length: int | None = None
+    long_policy: str = "error"
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs for a batch, padded to the longest sequence in *this* batch."""
@@ -38,15 +62,242 @@ class Backbone(nn.Module):
     def forward(self, **inputs: torch.Tensor) -> Residues:
         raise NotImplementedError
 
-    def embed(self, sequences: Sequence[str]) -> Residues:
-        """Tokenize and run, on the backbone's device."""
+    @property
+    def device(self) -> torch.device:
         tensors = (*self.parameters(), *self.buffers())
-        device = tensors[0].device if tensors else torch.device("cpu")
-        inputs = {k: v.to(device) for k, v in self.tokenize(sequences).items()}
-        return self(**inputs)
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def embed(self, sequences: Sequence[str], ids: Sequence[str] | None = None) -> Residues:
+        """Tokenize and run on the backbone's device; ``ids`` name the records in errors.
+
+        Sequences longer than ``max_length`` fail naming their record (policy ``error``) or are
+        cut into overlapping windows whose per-residue outputs are stitched back into one
+        sequence-long output (policy ``chunk``), so per-protein pooling still sees the whole
+        protein. Nothing is ever truncated silently.
+        """
+        names = list(ids) if ids is not None else [f"#{i + 1} of the batch" for i in range(len(sequences))]
+        check_sequences(sequences, names)
+        limit = self.max_length
+        too_long = [i for i, s in enumerate(sequences) if limit is not None and len(s) > limit]
+        if not too_long:
+            residues = self._run(sequences)
+        elif self.long_policy == "chunk":
+            residues = self._run_chunked(sequences, limit)
+        else:
+            i = too_long[0]
+            raise BenchError(
+                f"record {names[i]} has {len(sequences[i])} residues, more than backbone {self.name or 'this'}'s "
+                f"maximum of {limit}: rerun with --long-policy chunk (overlapping windows) or leave the record out"
+            )
+        check_finite(residues, names, self.name)
+        return residues
+
+    def _run(self, sequences: Sequence[str]) -> Residues:
+        device = self.device
+        return self(**{k: v.to(device) for k, v in self.tokenize(sequences).items()})
+
+    def _run_chunked(self, sequences: Sequence[str], window: int) -> Residues:
+        pieces: list[str] = []
+        plan: list[list[tuple[int, int, int]]] = []  # per sequence: (piece, keep_from, keep_to) in piece coordinates
+        for sequence in sequences:
+            parts = []
+            for start, end, keep_from, keep_to in chunk_spans(len(sequence), window, window // 4):
+                parts.append((len(pieces), keep_from - start, keep_to - start))
+                pieces.append(sequence[start:end])
+            plan.append(parts)
+        out = self._run(pieces)
+        rows = [torch.cat([out.hidden[p, a:b] for p, a, b in parts]) for parts in plan]
+        hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        return Residues(hidden, residue_mask([len(s) for s in sequences]).to(hidden.device))
+
+
+def check_sequences(sequences: Sequence[str], names: Sequence[str]) -> None:
+    """Every sequence is a non-empty string of capital letters (one-letter residue codes)."""
+    for sequence, name in zip(sequences, names, strict=True):
+        if not RESIDUE_LETTERS.fullmatch(sequence):
+            bad = next((f"{c!r} at position {i + 1}" for i, c in enumerate(sequence) if not "A" <= c <= "Z"),
+                       "no residues")
+            raise BenchError(f"record {name}: the sequence has {bad}, but only one-letter residue codes A-Z "
+                             "are allowed; fix the record in the task's data")
+
+
+def check_finite(residues: Residues, names: Sequence[str], backbone: str) -> None:
+    """Stop on NaN/inf activations instead of training on them."""
+    finite = torch.isfinite(residues.hidden.detach()).all(-1) | ~residues.mask.to(residues.hidden.device)
+    bad = (~finite.all(-1)).nonzero().flatten().tolist()
+    if bad:
+        dtype = str(residues.hidden.dtype).removeprefix("torch.")
+        raise BenchError(
+            f"backbone {backbone} produced NaN/inf activations in {dtype} for record(s) "
+            f"{', '.join(names[i] for i in bad[:5])}: rerun with --dtype fp32 (or bf16 instead of fp16)"
+        )
 
 
 def residue_mask(lengths: Sequence[int]) -> torch.Tensor:
     """``[B, max(lengths)]`` boolean mask of real residues."""
     lengths_t = torch.as_tensor(list(lengths))
     return torch.arange(int(lengths_t.max())).unsqueeze(0) < lengths_t.unsqueeze(1)
+
+
+def chunk_spans(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Windows ``(start, end, keep_from, keep_to)`` over ``range(length)``.
+
+    Windows are at most ``window`` long, evenly spaced, and neighbours overlap by at least
+    ``overlap - 1`` residues. ``[keep_from, keep_to)`` is the part of the sequence a window
+    contributes: overlaps are split in the middle, so every residue is taken from a window where
+    it has context on both sides, and the kept parts tile the sequence exactly.
+    """
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap {overlap} must be in [0, window={window})")
+    if length <= window:
+        return [(0, length, 0, length)]
+    n = math.ceil((length - overlap) / (window - overlap))
+    starts = [i * (length - window) // (n - 1) for i in range(n)]
+    cuts = [0, *((starts[i] + window + starts[i + 1]) // 2 for i in range(n - 1)), length]
+    return [(s, s + window, cuts[i], cuts[i + 1]) for i, s in enumerate(starts)]
+
+
+def resolve_dtype(requested: str, supported: Sequence[str], device: torch.device | str, backbone: str) -> torch.dtype:
+    """The torch dtype for ``--dtype``, within the family's limits and the hardware's.
+
+    ``auto`` is fp32 on CPU and bf16 on GPUs that have it (when the family runs in bf16).
+    """
+    device = torch.device(device)
+    has_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return torch.bfloat16 if has_bf16 and "bf16" in supported else torch.float32
+    if requested not in DTYPES:
+        raise BenchError(f"--dtype {requested}: unknown; use one of auto, {', '.join(DTYPES)}")
+    if requested not in supported:
+        raise BenchError(f"backbone {backbone} cannot run in {requested} (it supports {', '.join(supported)}); "
+                         f"use --dtype {'bf16' if 'bf16' in supported else 'fp32'}")
+    if requested == "bf16" and device.type == "cuda" and not has_bf16:
+        raise BenchError(f"--dtype bf16: {torch.cuda.get_device_name(device)} has no bf16; use --dtype fp32")
+    return DTYPES[requested]
+
+
+@dataclass(frozen=True)
+class ResidueVocabulary:
+    """How a family turns residues into token ids: exactly one token per residue, wrapped in the
+    family's special tokens (e.g. ESM ``<cls> … <eos>``, ProstT5 ``<AA2fold> … </s>``).
+
+    Built from the checkpoint's own vocabulary rather than by calling its tokenizer, so the 1:1
+    alignment holds by construction and does not depend on how a transformers release
+    reassembles the tokenizer's pipeline (transformers 5 prepends a word marker to Ankh's
+    per-character vocabulary, which turns every residue into ``<unk>`` + residue). Tests check
+    the ids against each tokenizer's documented usage.
+    """
+
+    ids: Mapping[str, int]  # residue letter -> token id; letters absent map to ``unknown``
+    unknown: int
+    pad: int
+    prefix: tuple[int, ...] = ()
+    suffix: tuple[int, ...] = ()
+
+    @classmethod
+    def from_vocab(cls, vocab: Mapping[str, int], *, unknown: str, pad: str, prefix: Sequence[str] = (),
+                   suffix: Sequence[str] = (), word_marker: str = "", rare_to_x: bool = False,
+                   source: str = "") -> ResidueVocabulary:
+        """Residue letters looked up as ``word_marker + letter`` (``▁A`` in sentencepiece
+        vocabularies of space-separated residues, plain ``A`` elsewhere)."""
+        missing = [t for t in (unknown, pad, *prefix, *suffix) if t not in vocab]
+        if missing:
+            raise BenchError(f"{source}: the tokenizer has no token {missing[0]!r}; this checkpoint does not "
+                             "belong to its registered family (check registry.toml or --backbone-path)")
+        ids = {c: vocab[word_marker + c] for c in map(chr, range(65, 91)) if word_marker + c in vocab}
+        if rare_to_x and "X" in ids:
+            ids.update({c: ids["X"] for c in RARE_RESIDUES})
+        lacking = [c for c in AMINO_ACIDS if c not in ids]
+        if lacking:
+            raise BenchError(f"{source}: the tokenizer has no token for residue(s) {''.join(lacking)}; this "
+                             "checkpoint does not belong to its registered family (check registry.toml)")
+        return cls(ids, vocab[unknown], vocab[pad], tuple(vocab[t] for t in prefix), tuple(vocab[t] for t in suffix))
+
+    def encode(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask``, right-padded to the longest sequence of the batch."""
+        rows = [[*self.prefix, *(self.ids.get(c, self.unknown) for c in s), *self.suffix] for s in sequences]
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            input_ids[r, : len(row)] = torch.tensor(row)
+            attention_mask[r, : len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class TransformerBackbone(Backbone):
+    """A transformers encoder (``last_hidden_state``) read through a :class:`ResidueVocabulary`."""
+
+    def __init__(self, model: nn.Module, vocabulary: ResidueVocabulary, *, name: str, max_length: int | None,
+                 adapter_targets: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.vocabulary = vocabulary
+        self.name = name
+        self.max_length = max_length
+        self.adapter_targets = tuple(adapter_targets)
+        self.hidden_size = model.config.hidden_size
+
+    def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
+        return {**self.vocabulary.encode(sequences), "lengths": torch.tensor([len(s) for s in sequences])}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor) -> Residues:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        start, lengths_list = len(self.vocabulary.prefix), lengths.tolist()
+        # residue i of every row sits at start + i; suffix and padding fall outside the mask
+        return Residues(hidden[:, start:start + max(lengths_list)], residue_mask(lengths_list).to(hidden.device))
+
+
+def load_backbone(spec: BackboneSpec, source: str | None, device: torch.device | str, *, dtype: str = "auto",
+                  init: str = "pretrained", long_policy: str = "error") -> Backbone:
+    """Load a registered backbone for one run: weights, precision, init and long-sequence policy.
+
+    Plugins whose ``load`` takes only ``(source, device)`` (the original contract) still work:
+    their backbone is cast to the requested dtype, and ``--init random`` is refused.
+    """
+    if long_policy not in LONG_POLICIES:
+        raise BenchError(f"--long-policy {long_policy}: unknown; use one of {', '.join(LONG_POLICIES)}")
+    parameters = inspect.signature(spec.load).parameters
+    if {"dtype", "init"} <= parameters.keys():
+        backbone = spec.load(source, str(device), dtype=dtype, init=init)
+    elif init != "pretrained":
+        raise BenchError(f"backbone {spec.name} (family {spec.family}) does not offer --init {init}; "
+                         "its plugin's load() takes no init argument")
+    else:
+        backbone = spec.load(source, str(device))
+        backbone.to(resolve_dtype(dtype, spec.dtypes, device, spec.name))
+    backbone.name = backbone.name or spec.name
+    backbone.long_policy = long_policy
+    return backbone.to(device)
+
+
+def architecture(entry: Mapping[str, Any], keys: Sequence[str], backbone: str) -> dict[str, Any]:
+    """The registry entry's architecture table, checked to hold ``keys`` (for ``--init random``)."""
+    table = entry.get("architecture", {})
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise BenchError(f"registry.toml [backbones.{backbone}] lacks architecture.{missing[0]}, needed to build "
+                         "the architecture for --init random; add it")
+    return dict(table)
+
+
+def synthetic_vocab(specials: Sequence[str], size: int, word_marker: str = "") -> dict[str, int]:
+    """A ``size``-token vocabulary for ``--init random`` (no tokenizer files needed): the family's
+    special tokens, then residue letters (the 20 standard ones first), then filler tokens.
+
+    With random weights only the vocabulary's size and the 1:1 residue mapping matter.
+    """
+    letters = [word_marker + c for c in RANDOM_INIT_LETTERS[: size - len(specials)]]
+    if len(letters) < len(AMINO_ACIDS):
+        raise BenchError(f"vocabulary size {size} leaves no room for the 20 residues next to {len(specials)} "
+                         "special tokens; fix architecture.vocab_size in registry.toml")
+    tokens = [*specials, *letters]
+    tokens += [f"<filler_{i}>" for i in range(size - len(tokens))]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def weights_source(spec: BackboneSpec, source: str | None) -> str:
+    """Where pretrained weights come from: ``--backbone-path`` or the registry's hub id."""
+    if source is None:
+        raise BenchError(f"backbone {spec.name} has no hub_id in registry.toml; pass --backbone-path DIR")
+    return source

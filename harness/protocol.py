@@ -22,7 +22,8 @@ import torch
 from rich.progress import Progress
 
 from plm_bench import artifacts, plugins
-from plm_bench.backbone import Backbone
+from plm_bench.backbone import Backbone, load_backbone
+from plm_bench.batching import length_buckets
 from plm_bench.embeddings import CachedFeatures, EmbeddingCache
 from plm_bench.errors import BenchError
 from plm_bench.metrics import score
@@ -217,7 +218,8 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
     options = method.resolve_options(config.method_options)
 
     seed_everything(config.seed)
-    backbone: Backbone = spec.load(config.backbone_path or spec.hub_id, "cpu").to(device)
+    backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
+                             init=config.init, long_policy=config.long_policy)
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
     head = head_spec.build(backbone.hidden_size, task.out_dim, task.level).to(device)
     if method.trains_backbone:
@@ -245,14 +247,16 @@ def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list
 @torch.no_grad()
 def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
               batch_size: int = 8) -> list[torch.Tensor]:
-    """Per-residue embeddings of each example, computed once, kept on the run's device."""
+    """Per-residue embeddings of each example, computed once, kept on the run's device.
+
+    Batches group sequences of similar length under a residue budget (at most ``batch_size``
+    sequences each), so padding stays small and a batch of long proteins does not blow memory.
+    """
     backbone.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].sequence))
     out: list[torch.Tensor | None] = [None] * len(examples)
     job = context.progress.add_task("embedding", total=len(examples))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        residues = backbone.embed([examples[i].sequence for i in idx])
+    for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
+        residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx])
         for row, i in enumerate(idx):
             out[i] = residues.hidden[row, : len(examples[i].sequence)].float()
         context.progress.advance(job, len(idx))

@@ -36,7 +36,7 @@ class Model(nn.Module):
 
     def forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
         residues = pad_features(features) if self.backbone is None else self.backbone.embed(
-            [e.sequence for e in batch]
+            [e.sequence for e in batch], [e.id for e in batch]
         )
         device = residues.hidden.device
         return self.head(residues.hidden, residues.mask.to(device)), residues.mask.to(device)

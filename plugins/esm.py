@@ -2,35 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
-from transformers import AutoTokenizer, EsmModel
+from transformers import AutoTokenizer, EsmConfig, EsmModel
 
-from plm_bench.backbone import Backbone, Residues, residue_mask
+from plm_bench.backbone import (
+    ResidueVocabulary,
+    TransformerBackbone,
+    architecture,
+    resolve_dtype,
+    synthetic_vocab,
+    weights_source,
+)
 from plm_bench.hub import from_pretrained
+from plm_bench.specs import BackboneSpec
+
+SPECIALS = ("<cls>", "<pad>", "<eos>", "<unk>")  # ids 0-3 in every ESM2 vocabulary
+ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max_position_embeddings")
 
 
-class Esm2(Backbone):
-    adapter_targets = ("query", "key", "value", "dense")
+def esm_config(arch: Mapping[str, Any]) -> EsmConfig:
+    """ESM2's configuration: rotary positions, token dropout, <pad> = 1 and <mask> = last id."""
+    return EsmConfig(
+        vocab_size=arch["vocab_size"], hidden_size=arch["hidden_size"], num_hidden_layers=arch["layers"],
+        num_attention_heads=arch["heads"], intermediate_size=arch["ffn_size"],
+        max_position_embeddings=arch["max_position_embeddings"], position_embedding_type="rotary",
+        token_dropout=True, emb_layer_norm_before=False, layer_norm_eps=1e-5,
+        pad_token_id=1, mask_token_id=arch["vocab_size"] - 1,
+    )
 
-    def __init__(self, model: EsmModel, tokenizer) -> None:
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
-        self.hidden_size = model.config.hidden_size
 
-    @classmethod
-    def load(cls, source: str, device: str) -> Esm2:
-        model = from_pretrained(EsmModel, source, add_pooling_layer=False)
-        return cls(model, from_pretrained(AutoTokenizer, source)).to(device)
-
-    def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
-        inputs = self.tokenizer(list(sequences), padding=True, return_tensors="pt")
-        return {**inputs, "lengths": torch.tensor([len(s) for s in sequences])}
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                lengths: torch.Tensor) -> Residues:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        # position 0 is <cls>; each sequence's <eos> lands at index len, outside its mask
-        return Residues(hidden[:, 1:-1], residue_mask(lengths.tolist()).to(hidden.device))
+def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, device: str, *,
+         dtype: str = "auto", init: str = "pretrained") -> TransformerBackbone:
+    torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)
+    if init == "random":
+        arch = architecture(entry, ARCHITECTURE, spec.name)
+        with torch.device(device):  # built in place: no CPU copy of a big model
+            model = EsmModel(esm_config(arch), add_pooling_layer=False)
+        vocab, origin = synthetic_vocab(SPECIALS, arch["vocab_size"]), f"{spec.name} (random init)"
+    else:
+        origin = weights_source(spec, source)
+        model = from_pretrained(EsmModel, origin, add_pooling_layer=False, dtype=torch_dtype)
+        vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
+    vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="<unk>", pad="<pad>", prefix=["<cls>"],
+                                              suffix=["<eos>"], source=origin)
+    return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
+                               max_length=model.config.max_position_embeddings - 2,
+                               adapter_targets=spec.adapter_targets)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from plm_bench.backbone import Backbone, Residues, residue_mask
-
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+from plm_bench.backbone import AMINO_ACIDS, Backbone, Residues, residue_mask, resolve_dtype
+from plm_bench.specs import BackboneSpec
 
 
 class OneHot(Backbone):
@@ -18,10 +18,6 @@ class OneHot(Backbone):
         super().__init__()
         self.register_buffer("eye", torch.eye(self.hidden_size), persistent=False)
         self.index = {aa: i for i, aa in enumerate(AMINO_ACIDS)}
-
-    @classmethod
-    def load(cls, source: str | None, device: str) -> OneHot:
-        return cls().to(device)
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         unknown = len(AMINO_ACIDS)
@@ -33,3 +29,10 @@ class OneHot(Backbone):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> Residues:
         return Residues(self.eye[ids], residue_mask(lengths.tolist()).to(ids.device))
+
+
+def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, device: str, *,
+         dtype: str = "auto", init: str = "pretrained") -> OneHot:
+    """No weights, so ``--init random`` is the same backbone; fp32 only (exact 0/1 features)."""
+    resolve_dtype(dtype, spec.dtypes, device, spec.name)  # refuses an explicit bf16/fp16
+    return OneHot().to(device)
