@@ -26,7 +26,7 @@ from plm_bench.backbone import Backbone, load_backbone
 from plm_bench.batching import length_buckets
 from plm_bench.embeddings import CachedFeatures, EmbeddingCache
 from plm_bench.errors import BenchError
-from plm_bench.metrics import score
+from plm_bench.metrics import evaluate, score
 from plm_bench.profiling import peak_memory, per_second, reset_peak_memory
 from plm_bench.statistics import bootstrap_ci
 from plm_bench.task import Example, Task
@@ -171,7 +171,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         "primary_metric": task.metric,
         "metrics": {
             "valid": {task.metric: chosen.valid},
-            "test": {task.metric: score(task, splits["test"], test_predictions)},
+            "test": evaluate(task, splits["test"], test_predictions),  # primary and secondary metrics
         },
         "test_ci": {"low": low, "high": high, "level": 0.95, "resampled": "proteins"},
         "checkpoints": checkpoints,

@@ -1,24 +1,48 @@
 """Tasks: labelled protein sequences split into train/valid/test, plus how to score them.
 
-Most tasks are declarative (a TOML file in ``tasks/``) and name a *format* whose parser turns
-the source files into :class:`Example` records; a plugin may also register a :class:`Task`
-built in code.
+Most tasks are declarative: a TOML file (in ``tasks/``, or the user's own) names the level,
+type, classes, metrics, the source files with their checksums, the format whose parser reads
+them (one or more alternative *forms*, e.g. TAPE's JSON and a CSV conversion of the same
+split) and the split rule. A plugin may also register a :class:`Task` built in code.
+
+Parsers build examples through :class:`Labels`, which enforces one data policy for all tasks:
+
+- Sequences hold the 20 standard amino acids, X (unknown) and the rare codes U
+  (selenocysteine), O (pyrrolysine), B (D or N) and Z (E or Q). Rare codes are kept verbatim;
+  each backbone family maps them as its vocabulary needs (ProtT5 and one-hot: to X; ESM2 has
+  tokens for them). Anything else, lowercase included, is an error: nothing is rewritten.
+- Unknown labels (the definition's ``unknown`` value, e.g. CheZOD's 999, or a 0 in a mask
+  file) are masked: never trained on, never scored. NaN, non-numeric or unknown class labels,
+  per-residue labels whose length differs from the sequence, empty sequences and repeated ids
+  are errors naming the file and the record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
+from plm_bench import metrics, plugins
+from plm_bench.data import SPLITS, Source, missing, read_bytes, readable_text, status
 from plm_bench.errors import BenchError
+from plm_bench.resources import load_toml
 
-SPLITS = ("train", "valid", "test")
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+RARE_RESIDUES = "XUOBZ"
+_OUTSIDE_ALPHABET = re.compile(f"[^{AMINO_ACIDS}{RARE_RESIDUES}]")
+_SEPARATORS = re.compile(r"[,\s]+")
+TASK_FILES = "PLM_BENCH_TASK_FILES"  # custom task files (os.pathsep-separated) the tasks plugin registers
 
 
 @dataclass(frozen=True)
@@ -35,17 +59,210 @@ class Example:
 Splits = dict[str, list[Example]]
 
 
+def check_sequence(sequence: str, where: str) -> str:
+    """``sequence`` if it is a non-empty string over the accepted alphabet (see module doc)."""
+    if not sequence:
+        raise BenchError(f"{where}: the sequence is empty; remove the record or add its sequence")
+    bad = _OUTSIDE_ALPHABET.search(sequence)
+    if bad:
+        raise BenchError(f"{where}: the sequence has {bad.group()!r} at position {bad.start() + 1}; only "
+                         f"uppercase amino-acid letters {AMINO_ACIDS} and {RARE_RESIDUES} are accepted")
+    return sequence
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Turns raw records into validated examples of one task (level, type, classes, unknown)."""
+
+    level: str
+    type: str
+    classes: tuple[str, ...] = ()
+    unknown: str | float | None = None
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def example(self, id: str, sequence: str, label: Any, where: str,
+                mask: Sequence[bool] | np.ndarray | None = None) -> Example:
+        """A validated example; ``mask`` (residue level) marks additionally unscored residues."""
+        sequence = check_sequence(sequence, where)
+        if self.level == "protein":
+            return Example(id=id, sequence=sequence, label=self.protein_label(label, where))
+        values, known = self.residue_labels(label, len(sequence), where)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if len(mask) != len(sequence):
+                raise BenchError(f"{where}: the mask has {len(mask)} positions for {len(sequence)} residues")
+            known &= mask
+        values[~known] = 0
+        return Example(id=id, sequence=sequence, label=values, mask=known)
+
+    def protein_label(self, label: Any, where: str) -> float | int:
+        if self.type == "classification":
+            return self.class_index(str(label).strip(), where)
+        value = number(label, where)
+        if self.unknown is not None and value == float(self.unknown):
+            raise BenchError(f"{where}: the label is the unknown value {self.unknown}; a protein-level task "
+                             "cannot score it: remove the record")
+        return value
+
+    def class_index(self, name: str, where: str) -> int:
+        if name not in self.index:
+            raise BenchError(f"{where}: label {name!r} is not one of the classes {list(self.classes)}")
+        return self.index[name]
+
+    def residue_labels(self, label: Any, length: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-residue label array and the mask of known positions."""
+        if isinstance(label, str):
+            single = self.type == "classification" and all(len(c) == 1 for c in self.classes)
+            tokens = list(label.strip()) if single else _SEPARATORS.split(label.strip())
+        else:
+            tokens = list(label)
+        if len(tokens) != length:
+            raise BenchError(f"{where}: {len(tokens)} per-residue labels for a sequence of {length} residues")
+        if self.type == "classification":
+            unknown = str(self.unknown) if self.unknown is not None else None
+            lookup = {**self.index, **({unknown: -1} if unknown is not None else {})}
+            values = np.fromiter((lookup.get(str(t), -2) for t in tokens), dtype=np.int64, count=length)
+            if (values == -2).any():
+                self.class_index(str(tokens[int(np.argmax(values == -2))]), where)  # raises, naming it
+            known = values >= 0
+            return np.where(known, values, 0), known
+        try:
+            values = np.array(tokens, dtype=np.float64)
+        except ValueError:
+            bad = next(t for t in tokens if not is_number(t))
+            raise BenchError(f"{where}: per-residue label {bad!r} is not a number") from None
+        finite = np.isfinite(values)
+        if not finite.all():
+            position = int(np.argmin(finite))
+            raise BenchError(f"{where}: per-residue label {values[position]} at position {position + 1}; mark "
+                             "unknown values with the task's `unknown` value instead")
+        known = values != float(self.unknown) if self.unknown is not None else np.ones(length, dtype=bool)
+        return values.astype(np.float32), known
+
+
+def is_number(token: Any) -> bool:
+    try:
+        float(token)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def number(value: Any, where: str) -> float:
+    """A finite float label; anything else (NaN, empty, text) is an error naming the record."""
+    if isinstance(value, list) and len(value) == 1:  # TAPE stores scalars as 1-element lists
+        value = value[0]
+    if not is_number(value) or isinstance(value, bool):
+        raise BenchError(f"{where}: label {value!r} is not a number")
+    result = float(value)
+    if not math.isfinite(result):
+        raise BenchError(f"{where}: label is {result}; remove the record or give its value")
+    return result
+
+
+@dataclass(frozen=True)
+class Files:
+    """The source files of one form of a task under ``root`` (data folder/task folder, or a
+    custom task's own folder); parsers read them only through here, so they are verified."""
+
+    root: Path
+    task: str
+    sources: tuple[Source, ...]
+
+    def source(self, role: str, split: str | None = None) -> Source:
+        for source in self.sources:
+            if source.role == role and (split is None or split in source.splits):
+                return source
+        raise BenchError(f"task {self.task}: no source with role {role!r}" + (f" for split {split}" if split else "")
+                         + "; add it to the task definition")
+
+    def where(self, source: Source, name: str = "") -> str:
+        path = self.root / source.file
+        return f"{path / name if name else path}{':' + source.member if source.member else ''}"
+
+    def read(self, source: Source, name: str = "") -> bytes:
+        return read_bytes(self.root, "", self.task, source, name)
+
+    def text(self, source: Source, name: str = "") -> str:
+        return readable_text(self.read(source, name), self.where(source, name))
+
+
+@dataclass(frozen=True)
+class Form:
+    """One published form of a task's data: its format and the sources it reads."""
+
+    format: str
+    sources: tuple[Source, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def feeding(self, splits: Sequence[str]) -> tuple[Source, ...]:
+        return tuple(s for s in self.sources if set(s.splits) & set(splits))
+
+    def missing(self, root: Path, splits: Sequence[str]) -> list[Source]:
+        return [s for s in self.feeding(splits) if status_quick(root / s.file, s) == "missing"]
+
+
+def status_quick(path: Path, source: Source) -> str:
+    """``missing`` or ``there`` without hashing (which happens when the file is read)."""
+    if source.members:
+        return "there" if all((path / m).is_file() for m in source.members) else "missing"
+    return "there" if path.is_file() else "missing"
+
+
+Parser = Callable[[Files, Form, Labels, tuple[str, ...]], Splits]
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Splits carved out of ``train`` with scikit-learn's ``train_test_split`` (test first,
+    then validation from what remains), e.g. the study's disorder split: valid 0.1, seed 42."""
+
+    valid_fraction: float = 0.0
+    test_fraction: float = 0.0
+    random_state: int = 42
+
+    @property
+    def carved(self) -> tuple[str, ...]:
+        return tuple(s for s, f in (("valid", self.valid_fraction), ("test", self.test_fraction)) if f)
+
+    def raw_splits(self, wanted: Sequence[str]) -> tuple[str, ...]:
+        """The splits a parser must read to give ``wanted``."""
+        needed = [s for s in wanted if s not in self.carved]
+        if set(wanted) & set(self.carved) and "train" not in needed:
+            needed.append("train")
+        return tuple(needed)
+
+    def apply(self, raw: Splits, where: str) -> Splits:
+        result = dict(raw)
+        for split, fraction in (("test", self.test_fraction), ("valid", self.valid_fraction)):
+            if not fraction or "train" not in result:
+                continue
+            if result.get(split):
+                raise BenchError(f"{where}: the data already has {split} records and the split rule carves "
+                                 f"{split}_fraction; keep one of the two")
+            result["train"], result[split] = train_test_split(result["train"], test_size=fraction,
+                                                              random_state=self.random_state)
+        return result
+
+
 @dataclass(frozen=True)
 class Task:
-    """A benchmark task. ``load(data_dir)`` returns the three splits."""
+    """A benchmark task. ``load(data_dir)`` returns the three splits; declarative tasks also
+    take ``splits=`` to load only some (for the splits whose files are present)."""
 
     name: str
     level: str
     type: str
     metric: str
-    load: Callable[[Path], Splits] = field(repr=False)
+    load: Callable[..., Splits] = field(repr=False)
     classes: tuple[str, ...] = ()
     description: str = ""
+    secondary_metrics: tuple[str, ...] = ()
+    folder: str = ""  # the data folder, when it differs from ``name`` (GFP's is `fluorescence`)
+    forms: tuple[Form, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -54,26 +271,140 @@ class Task:
             raise BenchError(f"task {self.name}: type must be one of {TYPES}, not {self.type!r}")
         if self.type == "classification" and len(self.classes) < 2:
             raise BenchError(f"task {self.name}: a classification task needs >= 2 classes")
+        if len(set(self.classes)) != len(self.classes):
+            raise BenchError(f"task {self.name}: class names repeat in {list(self.classes)}")
+        for name in self.metrics:
+            metrics.check(name, self)
 
     @property
     def out_dim(self) -> int:
         return len(self.classes) if self.type == "classification" else 1
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Primary metric first, then the secondary ones."""
+        return (self.metric, *(m for m in self.secondary_metrics if m != self.metric))
 
-Parser = Callable[[Path, dict], Splits]
+    @property
+    def data_folder(self) -> str:
+        return self.folder or self.name
+
+    def present_splits(self, root: Path) -> tuple[str, ...]:
+        """Splits some form can serve from the files under ``root`` (existence, not checksums)."""
+        return tuple(s for s in SPLITS if any(not form.missing(root, (s,)) for form in self.forms))
+
+    def source_status(self, root: Path) -> list[tuple[Form, Source, str]]:
+        """Each download unit of each form with its status (see :func:`plm_bench.data.status`)."""
+        rows, seen = [], set()
+        for form in self.forms:
+            for source in form.sources:
+                if source.download_key() not in seen:
+                    seen.add(source.download_key())
+                    rows.append((form, source, status(root / source.file, source)))
+        return rows
 
 
-def declarative_task(definition: dict, parser: Parser) -> Task:
-    """A task from a TOML definition; ``parser(data_dir, definition)`` reads its files."""
+TASK_KEYS = {"name", "level", "type", "metric", "secondary_metrics", "classes", "description", "folder",
+             "unknown", "split", "forms", "format", "sources", "file"}
+
+
+def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str = "task definition",
+                     base: Path | None = None) -> Task:
+    """A task from a TOML definition. ``base``: a custom task's folder, which its file paths
+    are relative to (then ``data_dir`` plays no part)."""
     try:
-        return Task(
-            name=definition["name"],
-            level=definition["level"],
-            type=definition["type"],
-            metric=definition["metric"],
-            classes=tuple(definition.get("classes", ())),
-            description=definition.get("description", ""),
-            load=lambda data_dir: parser(Path(data_dir), definition),
-        )
+        name = definition["name"]
+        labels = Labels(level=definition["level"], type=definition["type"],
+                        classes=tuple(definition.get("classes", ())), unknown=definition.get("unknown"))
+        rule = split_rule(definition.get("split", {}), where)
+        forms = tuple(parse_form(f, formats, where, local=base is not None)
+                      for f in definition.get("forms", [top_level_form(definition)]))
+        folder = definition.get("folder", "")
+
+        def load(data_dir: Path, splits: Sequence[str] = SPLITS) -> Splits:
+            root = base if base is not None else Path(data_dir) / (folder or name)
+            raw_needed = rule.raw_splits(splits)
+            form = next((f for f in forms if not f.missing(root, raw_needed)), None)
+            if form is None:
+                first = forms[0].missing(root, raw_needed)[0]
+                raise missing(root / first.file, name, first)
+            files = Files(root=root, task=name, sources=form.feeding(raw_needed))
+            raw = formats[form.format](files, form, labels, raw_needed)
+            check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
+            result = rule.apply(raw, f"task {name}")
+            for split in splits:
+                if not result.get(split):
+                    raise BenchError(f"task {name}: no {split} records in "
+                                     f"{', '.join(files.where(s) for s in files.sources)}; "
+                                     "give records of that split or a split rule that carves it")
+            return {split: result[split] for split in splits}
+
+        return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
+                    classes=labels.classes, description=definition.get("description", ""),
+                    secondary_metrics=tuple(definition.get("secondary_metrics", ())),
+                    folder=folder, forms=forms, load=load)
     except KeyError as exc:
-        raise BenchError(f"task definition lacks the key {exc}; add it") from None
+        raise BenchError(f"{where} lacks the key {exc}; add it") from None
+
+
+def split_rule(table: dict, where: str) -> SplitRule:
+    unknown = sorted(set(table) - {"valid_fraction", "test_fraction", "random_state"})
+    if unknown:
+        raise BenchError(f"{where}: [split] keys {unknown} are unknown; use valid_fraction, test_fraction, "
+                         "random_state")
+    rule = SplitRule(**table)
+    if not all(0 <= f < 1 for f in (rule.valid_fraction, rule.test_fraction)):
+        raise BenchError(f"{where}: [split] fractions must lie in [0, 1)")
+    return rule
+
+
+def top_level_form(definition: dict) -> dict:
+    """The one form of a definition without ``[[forms]]``: its top-level format and sources."""
+    form = {k: v for k, v in definition.items() if k not in TASK_KEYS - {"format", "sources"}}
+    if "file" in definition and "sources" not in definition:
+        form["sources"] = [{"file": definition["file"]}]
+    return form
+
+
+def parse_form(entry: dict, formats: Mapping[str, Parser], where: str, local: bool) -> Form:
+    if entry.get("format") not in formats:
+        raise BenchError(f"{where}: format {entry.get('format')!r} is unknown; known: {', '.join(sorted(formats))}")
+    sources = tuple(Source.parse(s, where, local=local) for s in entry.get("sources", ()))
+    if not sources:
+        raise BenchError(f"{where}: the {entry['format']} form names no sources; add [[sources]] with `file`")
+    by_file: dict[str, tuple] = {}
+    for source in sources:
+        if by_file.setdefault(source.file, source.download_key()) != source.download_key():
+            raise BenchError(f"{where}: {source.file} is named twice with different URLs or checksums")
+    options = {k: v for k, v in entry.items() if k not in ("format", "sources")}
+    return Form(format=entry["format"], sources=sources, options=options)
+
+
+def check_unique_ids(splits: Splits, where: str) -> None:
+    counts = Counter(e.id for examples in splits.values() for e in examples)
+    repeated = [i for i, n in counts.items() if n > 1]
+    if repeated:
+        raise BenchError(f"{where}: record id {repeated[0]!r} occurs {counts[repeated[0]]} times "
+                         f"({len(repeated)} ids repeat); ids must be unique")
+
+
+def custom_task_definition(path: Path) -> tuple[Path, dict]:
+    """The resolved path and definition of a user's task file (name defaults to the file stem)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise BenchError(f"task file {path} does not exist; give the path of a task TOML file")
+    definition = load_toml(path)
+    definition.setdefault("name", path.stem)
+    return path, definition
+
+
+def use_task_file(path: Path) -> str:
+    """Make the custom task in ``path`` available by name to this process and the workers it
+    starts (through ``$PLM_BENCH_TASK_FILES``, which the tasks plugin reads); returns the name."""
+    path, definition = custom_task_definition(path)
+    files = [f for f in os.environ.get(TASK_FILES, "").split(os.pathsep) if f]
+    if str(path) not in files:
+        os.environ[TASK_FILES] = os.pathsep.join([*files, str(path)])
+        plugins.catalog.cache_clear()
+    plugins.get("task", definition["name"])  # registers it now: a broken file fails here, in one line
+    return definition["name"]

@@ -1,19 +1,32 @@
-"""Registers the declarative tasks that registry.toml names (definitions in tasks/)."""
+"""Registers the declarative tasks: those registry.toml names (definitions in tasks/) and the
+user's own TOML files listed in ``$PLM_BENCH_TASK_FILES`` (see :func:`plm_bench.task.use_task_file`)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from plm_bench import hookimpl
 from plm_bench.errors import BenchError
 from plm_bench.resources import load_toml, registry, task_definition_path
-from plm_bench.task import declarative_task
+from plm_bench.task import TASK_FILES, Task, custom_task_definition, declarative_task
 from plm_bench_plugins.formats import FORMATS
 
 
 @hookimpl
 def register_tasks(register) -> None:
     for name, entry in registry()["tasks"].items():
-        definition = load_toml(task_definition_path(entry["definition"]))
+        path = task_definition_path(entry["definition"])
+        definition = load_toml(path)
         if definition.get("name") != name:
             raise BenchError(f"tasks/{entry['definition']} defines {definition.get('name')!r}, "
                              f"but registry.toml lists it as {name!r}")
-        register(declarative_task(definition, FORMATS[definition["format"]]))
+        register(declarative_task(definition, FORMATS, where=f"tasks/{entry['definition']}"))
+    for path in filter(None, os.environ.get(TASK_FILES, "").split(os.pathsep)):
+        register(task_from_file(Path(path)))
+
+
+def task_from_file(path: Path) -> Task:
+    """A custom task from the user's TOML file; its data files are relative to the file."""
+    path, definition = custom_task_definition(path)
+    return declarative_task(definition, FORMATS, where=str(path), base=path.parent)
