@@ -78,7 +78,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 
 @main.command()
 @click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
-@click.option("--task", required=True, help="Task name (see `bench list task`).")
+@click.option("--task", required=True, help="Task name (see `bench list task`), or the path of your own task TOML.")
 @click.option("--method", default="frozen", show_default=True, help="Adaptation method.")
 @click.option("--head", default="auto", show_default=True, help="Prediction head; auto picks by task level.")
 @click.option("--seed", "seed_list", type=int, multiple=True, help="Seed; repeat for several runs.")
@@ -128,6 +128,10 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
 
     if seed_list and seed_count:
         raise BenchError("give either --seed (explicit seeds) or --seeds N, not both")
+    if task.endswith(".toml"):  # the user's own task file, registered for this process and its workers
+        from plm_bench.task import use_task_file
+
+        task = use_task_file(Path(task))
     results = Store(store)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True)
@@ -232,3 +236,6 @@ def styled(value) -> str:
 
     colour = {"gain": "green", "loss": "red", "outside study CI": "red"}.get(getattr(value, "flag", ""), "")
     return f"[{colour}]{text(value)}[/]" if colour else text(value)
+
+
+from plm_bench import cli_data  # noqa: E402,F401  (attaches `bench data`; last, since it imports from here)

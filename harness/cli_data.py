@@ -1,0 +1,97 @@
+"""``bench data``: fetch task files into the cache and list what is there.
+
+Attached to ``bench`` by importing this module (cli.py does, last). Only click and rich at
+import time, so ``bench --help`` stays fast; the rest loads inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from plm_bench.cli import console, default_data_dir, main
+from plm_bench.errors import BenchError
+
+DATA_DIR_HELP = "Data folder laid out <task folder>/<file> (default $PLM_BENCH_DATA, else ~/.cache/plm-bench/data)."
+
+
+def declarative_tasks(names: tuple[str, ...]) -> list:
+    """The named tasks (all declarative ones if none named); code-only tasks have no files."""
+    from plm_bench import plugins
+
+    if names:
+        tasks = [plugins.get("task", n) for n in names]
+        plain = [t.name for t in tasks if not getattr(t, "forms", ())]
+        if plain:
+            raise BenchError(f"task {plain[0]} is defined in code and names no source files to fetch or list")
+        return tasks
+    return [t for _, t in sorted(plugins.catalog().items["task"].items()) if getattr(t, "forms", ())]
+
+
+@main.group()
+def data() -> None:
+    """Task data: fetch (download, verify, cache) and list what is present."""
+
+
+@data.command()
+@click.argument("tasks", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
+@click.option("--mirror", envvar="PLM_BENCH_MIRROR", metavar="DIR|URL",
+              help="Fetch from this mirror (layout <task folder>/<file>) before the upstream URLs "
+                   "(default $PLM_BENCH_MIRROR).")
+@click.option("--force", is_flag=True, help="Fetch again even where a verified copy is present.")
+def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, force: bool) -> None:
+    """Download TASKS' files (default: every task) into the data folder and verify them.
+
+    A task whose data comes in several published forms gets the first form that can be
+    fetched completely; a copy whose checksum differs is rejected and never cached.
+    """
+    from plm_bench.data import fetch as fetch_files
+
+    cache = data_dir or default_data_dir()
+    table = Table("task", "file", "outcome", title=f"bench data fetch → {cache}")
+    incomplete = []
+    for task in declarative_tasks(tasks):
+        for form in task.forms:
+            outcomes = fetch_files(task.data_folder, form.sources, cache, mirror=mirror, force=force)
+            for outcome in outcomes:
+                table.add_row(task.name, outcome.source.file, outcome.message if outcome.ok
+                              else f"[red]{outcome.message}[/]")
+            if all(o.ok for o in outcomes):
+                break
+        else:
+            incomplete.append(task.name)
+    console.print(table)
+    if incomplete:
+        raise BenchError(f"incomplete: {', '.join(incomplete)} (see the table above for each file and how to "
+                         "supply it)")
+
+
+@data.command("list")
+@click.argument("tasks", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
+def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
+    """Per task: each source file present / missing / corrupt / unverified, and the records
+    of each split that the present files give."""
+    folder = data_dir or default_data_dir()
+    table = Table("task", "format", "file", "status", "records (train / valid / test)", title=f"task data in {folder}")
+    table.columns[2].overflow = "fold"
+    colours = {"present": "green", "unverified": "yellow", "missing": "red", "corrupt": "bold red"}
+    for task in declarative_tasks(tasks):
+        root = folder / task.data_folder
+        records = count_records(task, folder, root)
+        for i, (form, source, state) in enumerate(task.source_status(root)):
+            table.add_row(task.name if i == 0 else "", form.format, f"{task.data_folder}/{source.file}",
+                          f"[{colours[state]}]{state}[/]", records if i == 0 else "")
+    console.print(table)
+
+
+def count_records(task, data_dir: Path, root: Path) -> str:
+    present = task.present_splits(root)
+    try:
+        splits = task.load(data_dir, splits=present) if present else {}
+    except BenchError as exc:
+        return f"[red]{exc}[/]"
+    return " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
