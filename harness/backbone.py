@@ -77,20 +77,29 @@ class Backbone(nn.Module):
         """
         names = list(ids) if ids is not None else [f"#{i + 1} of the batch" for i in range(len(sequences))]
         check_sequences(sequences, names)
+        self.check_lengths(sequences, names)
         limit = self.max_length
-        too_long = [i for i, s in enumerate(sequences) if limit is not None and len(s) > limit]
-        if not too_long:
-            residues = self._run(sequences)
-        elif self.long_policy == "chunk":
+        if limit is not None and any(len(s) > limit for s in sequences):
             residues = self._run_chunked(sequences, limit)
         else:
-            i = too_long[0]
-            raise BenchError(
-                f"record {names[i]} has {len(sequences[i])} residues, more than backbone {self.name or 'this'}'s "
-                f"maximum of {limit}: rerun with --long-policy chunk (overlapping windows) or leave the record out"
-            )
+            residues = self._run(sequences)
         check_finite(residues, names, self.name)
         return residues
+
+    def check_lengths(self, sequences: Sequence[str], names: Sequence[str]) -> None:
+        """Under policy ``error``, fail on a sequence longer than ``max_length``, naming its record.
+
+        Callers about to embed a whole split call this first, so the error comes before the work.
+        """
+        if self.long_policy == "chunk" or self.max_length is None:
+            return
+        for sequence, name in zip(sequences, names, strict=True):
+            if len(sequence) > self.max_length:
+                raise BenchError(
+                    f"record {name} has {len(sequence)} residues, more than backbone {self.name or 'this'}'s "
+                    f"maximum of {self.max_length}: rerun with --long-policy chunk (overlapping windows) or "
+                    "leave the record out"
+                )
 
     def _run(self, sequences: Sequence[str]) -> Residues:
         device = self.device

@@ -253,6 +253,7 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
     sequences each), so padding stays small and a batch of long proteins does not blow memory.
     """
     backbone.eval()
+    backbone.check_lengths([e.sequence for e in examples], [e.id for e in examples])
     out: list[torch.Tensor | None] = [None] * len(examples)
     job = context.progress.add_task("embedding", total=len(examples))
     for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
