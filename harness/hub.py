@@ -51,3 +51,24 @@ def from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
                 "cache, set HF_HOME to a cache that has them, or pass --backbone-path DIR"
             ) from None
     return cls.from_pretrained(source, **kwargs)
+
+
+def fetch(hub_id: str) -> Path:
+    """Download a checkpoint into the HF cache (``HF_HOME``) so later runs work offline.
+
+    Takes configs, tokenizer files and one copy of the weights: safetensors where the repository
+    has them, else the PyTorch ``.bin``; never the TensorFlow/Flax duplicates.
+    """
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} is unreachable"
+        raise BenchError(f"cannot fetch {hub_id}: {why}; run `bench models fetch` on a networked machine "
+                         f"(HF_ENDPOINT selects a mirror), then copy its HF cache ({constants.HF_HOME}) here")
+    try:
+        files = [s.rfilename for s in HfApi().model_info(hub_id).siblings or []]
+        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"
+        return Path(snapshot_download(hub_id, allow_patterns=[weights, "*.json", "*.txt", "*.model"]))
+    except (HfHubHTTPError, OSError) as exc:
+        raise BenchError(f"cannot fetch {hub_id}: {str(exc).splitlines()[0]}") from None
