@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import checkpoints
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("PLM_BENCH_TEST_DATA", REPO.parent / "shared" / "datasets"))
-
-ESM_TOKENS = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO", ".", "-", "<null_1>", "<mask>"]
 
 
 @pytest.fixture(scope="session")
@@ -24,19 +23,31 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_esm(tmp_path_factory) -> Path:
     """A random-weight ESM2 (2 layers, 32 hidden) saved like a hub checkpoint."""
-    from transformers import EsmConfig, EsmModel, EsmTokenizer
+    return checkpoints.build_esm(tmp_path_factory.mktemp("tiny-esm2"))
 
-    folder = tmp_path_factory.mktemp("tiny-esm2")
-    (folder / "vocab.txt").write_text("\n".join(ESM_TOKENS) + "\n")
-    tokenizer = EsmTokenizer(vocab_file=str(folder / "vocab.txt"))
-    config = EsmConfig(
-        vocab_size=len(ESM_TOKENS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=1026, position_embedding_type="rotary",
-        pad_token_id=1, mask_token_id=32, token_dropout=True,
-    )
-    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+
+@pytest.fixture(scope="session")
+def tiny_prott5(tmp_path_factory) -> Path:
+    """A random-weight ProtT5-style encoder with ProtT5's sentencepiece tokenizer files."""
+    return checkpoints.build_prott5(tmp_path_factory.mktemp("tiny-prott5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prostt5(tmp_path_factory) -> Path:
+    """A random-weight ProstT5-style encoder whose tokenizer has the <AA2fold> prefix token."""
+    return checkpoints.build_prostt5(tmp_path_factory.mktemp("tiny-prostt5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ankh(tmp_path_factory) -> Path:
+    """A random-weight Ankh-style encoder with Ankh's per-letter tokenizer.json."""
+    return checkpoints.build_ankh(tmp_path_factory.mktemp("tiny-ankh"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random-weight ProtBERT-style BERT with ProtBERT's vocab.txt."""
+    return checkpoints.build_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
