@@ -1,16 +1,97 @@
-"""Built-in launcher: runs execute one after another in this process."""
+"""Built-in launchers: where a grid's runs execute.
+
+``local`` runs in this machine: one run after another in this process, or — with several
+GPUs — one run per GPU at once, each in its own process that sees only its GPU (a crash there
+fails only that run). ``ray`` and ``slurm`` live in their own modules; their engines are
+optional extras imported only when a grid uses them.
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
 from plm_bench import hookimpl
+from plm_bench.grid import lost_record
 from plm_bench.specs import LauncherSpec
+from plm_bench_plugins.ray_launcher import launch_on_ray
+from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
 
-def launch_locally(configs, execute):
-    for config in configs:
-        yield execute(config)
+def visible_gpus() -> list[str]:
+    """The CUDA_VISIBLE_DEVICES entry of each GPU this process sees (honouring a mask already set)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (mask.split(",") if mask else [str(i) for i in range(count)])[:count]
+
+
+def launch_locally(configs: Sequence, execute: Callable[[object], dict], workers: int | None = None) -> Iterator[dict]:
+    """Run ``configs`` on this machine, ``workers`` at a time (default: one per visible GPU).
+
+    With one worker, runs execute in this process. With more, each run gets a fresh process
+    pinned round-robin to one GPU (on a CPU-only machine: unpinned), and records come back in
+    the order runs finish.
+    """
+    gpus = visible_gpus()
+    workers = workers or max(len(gpus), 1)
+    if workers == 1:
+        for config in configs:
+            yield execute(config)
+        return
+    slots: queue.Queue[str | None] = queue.Queue()
+    for i in range(workers):
+        slots.put(gpus[i % len(gpus)] if gpus else None)
+    with tempfile.TemporaryDirectory(prefix="plm-bench-local-") as folder, ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(run_in_subprocess, execute, config, slots, Path(folder)) for config in configs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # the driver stopped early: start no further runs
+
+
+def run_in_subprocess(execute: Callable, config, slots: queue.Queue, folder: Path) -> dict:
+    """Run one config in a fresh Python process on a free GPU slot; its death fails only this run."""
+    gpu = slots.get()
+    try:
+        job = folder / config.hash
+        job.with_suffix(".in").write_bytes(pickle.dumps((execute, config)))
+        env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        with open(job.with_suffix(".err"), "w+") as stderr:
+            code = subprocess.run([sys.executable, "-m", __name__, str(job)], env=env, stderr=stderr).returncode
+            if code != 0:
+                stderr.seek(0)
+                lines = [line for line in stderr.read().splitlines() if line.strip()] or ["no output"]
+                return lost_record(config, f"worker process exited with status {code}: {lines[-1]}")
+        return pickle.loads(job.with_suffix(".out").read_bytes())
+    finally:
+        slots.put(gpu)
+
+
+def worker_main(job: Path) -> None:
+    """Entry point of a local worker process: read (execute, config), write the record."""
+    execute, config = pickle.loads(job.with_suffix(".in").read_bytes())
+    job.with_suffix(".out").write_bytes(pickle.dumps(execute(config)))
 
 
 @hookimpl
 def register_launchers(register) -> None:
-    register(LauncherSpec("local", launch_locally, "Sequentially, in this process."))
+    register(LauncherSpec("local", launch_locally,
+                          "This machine: sequentially, or one run per GPU at once (--workers)."))
+    register(LauncherSpec("ray", launch_on_ray,
+                          "Each run a Ray task: an existing cluster (--ray-address) or a local Ray instance."))
+    register(LauncherSpec("slurm", launch_on_slurm, "A SLURM job array through submitit."))
+
+
+if __name__ == "__main__":
+    worker_main(Path(sys.argv[1]))

@@ -1,0 +1,131 @@
+"""``bench grid GRID.toml``: backbones × tasks × methods × heads × seeds through a launcher.
+
+Attached to the ``bench`` group by the last line of ``plm_bench.cli``. Torch, the launchers
+and their engines are imported inside the command, so ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from plm_bench.cli import console, default_data_dir, err_console, main, parse_options
+
+# With --device cpu, the built-in launchers must not claim GPUs for the runs.
+CPU_DEFAULTS = {"local": {"workers": 1}, "ray": {"gpus_per_run": 0}, "slurm": {"gpus_per_run": 0}}
+
+
+def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict:
+    """``--launcher-option KEY=VALUE`` pairs as a dict (values parse as JSON where they can)."""
+    for pair in pairs:
+        if "=" not in pair or pair.startswith("="):
+            raise click.BadParameter(f"{pair!r}: write it as KEY=VALUE, e.g. cluster=local")
+    return parse_options(pairs)
+
+
+@main.command()
+@click.argument("grid_file", metavar="GRID.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--launcher", default="local", show_default=True,
+              help="Where runs execute: local, ray, slurm (see `bench list launcher`).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (each run, done or to run) and stop.")
+@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
+              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA); workers must see it.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Rerun runs that already finished.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="local: runs at once, each in its own process (default: one per visible GPU).")
+@click.option("--ray-address", help="ray: an existing cluster (default: $RAY_ADDRESS, else a local Ray instance).")
+@click.option("--partition", help="slurm: partition to submit to.")
+@click.option("--time", "time_limit", type=click.IntRange(min=1), help="slurm: time limit of each run, in minutes.")
+@click.option("--account", help="slurm: account to charge.")
+@click.option("--gpus-per-run", type=click.FloatRange(min=0),
+              help="ray, slurm: GPUs per run (default 1 where there are GPUs; ray takes fractions).")
+@click.option("--cpus-per-run", type=click.IntRange(min=1), help="ray, slurm: CPU cores per run.")
+@click.option("--launcher-option", "extra", multiple=True, metavar="KEY=VALUE", callback=launcher_options,
+              help="Any other launcher option, e.g. cluster=local or slurm_qos=high (slurm), cpus=8 (ray).")
+def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data_dir: Path | None, device: str,
+         force: bool, workers: int | None, ray_address: str | None, partition: str | None, time_limit: int | None,
+         account: str | None, gpus_per_run: float | None, cpus_per_run: int | None, extra: dict) -> None:
+    """Run every combination in GRID.toml (see examples/grid.toml), skipping finished runs.
+
+    Only this process writes the store; workers send their records back. A run that fails is
+    recorded as failed and the grid goes on; rerunning the same command runs only what is not
+    finished yet. Exits with status 1 if any run failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from plm_bench import plugins
+    from plm_bench.grid import check_options, drive, load_grid, split_done
+    from plm_bench.store import Store, default_store_path
+
+    plan = load_grid(grid_file)
+    spec = plugins.get("launcher", launcher)
+    if gpus_per_run is not None and gpus_per_run.is_integer():
+        gpus_per_run = int(gpus_per_run)  # SLURM counts whole GPUs
+    given = {"workers": workers, "address": ray_address, "partition": partition, "time": time_limit,
+             "account": account, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run}
+    options = {**{k: v for k, v in given.items() if v is not None}, **extra}
+    if device == "cpu":
+        options = {**CPU_DEFAULTS.get(launcher, {}), **options}
+    check_options(spec, options)
+    store_path = store or default_store_path()
+    results = Store(store_path) if store_path.exists() or not dry_run else None  # a dry run creates nothing
+    todo, done = split_done(plan.configs, results, force)
+    for skipped in plan.skipped:
+        console.print(f"skipped: {skipped}", highlight=False, soft_wrap=True)
+    if dry_run:
+        console.print(plan_table(plan.configs, {c.hash for c in done}))
+    console.print(f"{len(plan.configs)} runs in {grid_file}: {len(done)} already finished, "
+                  f"{len(todo)} to run on {launcher}", highlight=False, soft_wrap=True)
+    if dry_run or not todo:
+        return
+
+    from functools import partial
+
+    from plm_bench.artifacts import folder_for
+    from plm_bench.protocol import RunContext, attempt
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    # absolute paths: workers of other launchers may start elsewhere
+    context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
+                         artifact_dir=folder_for(store_path).resolve())
+    with progress:
+        bar = progress.add_task(f"grid on {launcher}", total=len(todo))
+
+        def report(record: dict) -> None:
+            progress.console.print(describe(record), highlight=False, soft_wrap=True)
+            progress.advance(bar)
+
+        records = drive(todo, spec, partial(attempt, context=context), results, options, report)
+    failed = sum(r["status"] == "failed" for r in records)
+    console.print(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
+                  f"(store: {store_path}; `bench leaderboard` summarizes)", highlight=False, soft_wrap=True)
+    if failed:
+        err_console.print(f"[bold red]{failed} run(s) failed[/]; rerun the same command to retry only them")
+        sys.exit(1)
+
+
+def describe(record: dict) -> str:
+    """One line per finished or failed run, printed as records arrive."""
+    c = record["config"]
+    run = f"{c['backbone']} {c['task']} {c['method']} {c['head']} seed {c['seed']}"
+    if record["status"] == "failed":
+        error = (record.get("error") or "no error recorded").splitlines()[0]
+        return f"[red]failed[/] {run}: {error}"
+    metric = record["primary_metric"]
+    return f"[green]done[/] {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']})"
+
+
+def plan_table(configs: tuple, done: set[str]) -> Table:
+    """What a dry run shows: every run of the grid and whether it would run."""
+    table = Table("#", "backbone", "task", "method", "head", "seed", "status", title="grid plan")
+    for i, c in enumerate(configs, 1):
+        status = "finished" if c.hash in done else "to run"
+        table.add_row(str(i), c.backbone, c.task, c.method, c.head, str(c.seed), status)
+    return table

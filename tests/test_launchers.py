@@ -1,0 +1,151 @@
+"""The launchers on real engines: a local Ray instance (2 CPUs), submitit's local executor and
+local worker processes give the same records as a sequential run; a run that raises or a worker
+that dies fails only its own run; rerunning the grid runs only what failed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import ray
+
+from plm_bench import plugins
+from plm_bench.embeddings import CACHE_ENV
+from plm_bench.grid import drive, split_done
+from plm_bench.protocol import RunConfig, RunContext, attempt
+from plm_bench.store import Store
+
+TESTS = Path(__file__).resolve().parent
+COMPUTED = ("metrics", "test_ci", "checkpoints", "history")  # what a run computes, timings aside
+QUICK = {"epochs": 2, "limit_train": 48, "limit_eval": 24}
+LAUNCHERS = ["local-2-workers", "ray", "slurm-local"]  # local with one worker is the reference
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker_environment(tmp_path_factory):
+    """Worker processes (Ray's, submitit's, local ones) unpickle ``die_on_seed_2`` by reference,
+    and keep frozen embeddings in a cache of this module rather than the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("embedding-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def ray_instance(worker_environment) -> Path:
+    """One local Ray instance for the module (the ray launcher uses a session already open);
+    its workers keep the environment of this moment, so it returns their embedding cache."""
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield Path(os.environ[CACHE_ENV])
+    ray.shutdown()
+
+
+def launch(name: str, folder: Path, request: pytest.FixtureRequest) -> tuple:
+    """(launcher spec, options, the workers' embedding cache) for a test id of LAUNCHERS or "local".
+
+    Except on Ray, whose workers already run, each test gets an empty cache in ``folder``.
+    """
+    if name == "ray":
+        cache = request.getfixturevalue("ray_instance")
+    else:
+        cache = folder / "embedding-cache"
+        request.getfixturevalue("monkeypatch").setenv(CACHE_ENV, str(cache))
+    options = {
+        "local": {},
+        "local-2-workers": {"workers": 2},
+        "ray": {},
+        "slurm-local": {"cluster": "local", "gpus_per_run": 0, "time": 10, "poll_seconds": 0.5,
+                        "folder": str(folder / "submitit" / "%j")},
+    }[name]
+    return plugins.get("launcher", name.split("-")[0]), options, cache
+
+
+@pytest.fixture(scope="module")
+def context(data_dir) -> RunContext:
+    return RunContext(data_dir=data_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def grid() -> list[RunConfig]:
+    """A 4-run grid: onehot on GB1, frozen and full, two seeds."""
+    return [RunConfig(backbone="onehot", task="gb1", method=method, seed=seed, **QUICK).resolved()
+            for method in ("frozen", "full") for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def sequential(grid, context, tmp_path_factory) -> dict[str, dict]:
+    """The grid run one after another in this process: the reference records, by config hash."""
+    folder = tmp_path_factory.mktemp("sequential")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder / "embedding-cache"))
+        records = drive(grid, plugins.get("launcher", "local"), functools.partial(attempt, context=context),
+                        Store(folder / "results.sqlite"))
+    assert [r["status"] for r in records] == ["finished"] * 4
+    return {r["config_hash"]: r for r in records}
+
+
+def computed(records) -> dict[str, dict]:
+    return {r["config_hash"]: {key: r[key] for key in COMPUTED} for r in records}
+
+
+@pytest.mark.parametrize("name", ["ray", "slurm-local"])
+def test_launcher_stores_the_same_records_as_a_sequential_run(name, grid, context, sequential, tmp_path, request):
+    """The two frozen runs start at once and both write the same embedding cache entries."""
+    launcher, options, cache = launch(name, tmp_path, request)
+    store = Store(tmp_path / "results.sqlite")
+    drive(grid, launcher, functools.partial(attempt, context=context), store, options)
+    records = store.records()
+    assert len(records) == 4 and not store.records("failed")
+    assert computed(records) == computed(sequential.values())  # identical, not merely close
+    assert list(cache.rglob("*.npy")) and not list(cache.rglob("*.tmp"))  # whole entries only
+
+
+@pytest.mark.parametrize("name", ["local", "ray"])  # attempt() in the worker: the same on any launcher
+def test_a_run_that_raises_fails_alone_and_a_rerun_retries_only_it(name, context, tiny_esm, tmp_path, request):
+    weights = tmp_path / "weights"
+    weights.mkdir()  # no weights yet: loading the backbone raises in the worker
+    broken = RunConfig(backbone="esm2-8m", task="gb1", backbone_path=str(weights), **QUICK).resolved()
+    configs = [RunConfig(backbone="onehot", task="gb1", seed=s, **QUICK).resolved() for s in (1, 2, 3)] + [broken]
+    launcher, options, _ = launch(name, tmp_path, request)
+    execute = functools.partial(attempt, context=context)
+    store = Store(tmp_path / "results.sqlite")
+
+    drive(configs, launcher, execute, store, options)
+    assert len(store.records("finished")) == 3
+    [failed] = store.records("failed")
+    assert failed["config_hash"] == broken.hash and str(weights) in failed["error"]
+
+    shutil.copytree(tiny_esm, weights, dirs_exist_ok=True)  # fix the cause, rerun the grid
+    todo, done = split_done(configs, store)
+    assert todo == [broken] and len(done) == 3
+    rerun = drive(todo, launcher, execute, store, options)
+    assert [(r["config_hash"], r["status"]) for r in rerun] == [(broken.hash, "finished")]
+    assert len(store.records("finished")) == 4 and not store.records("failed")
+
+
+DEATH = {"local-2-workers": "worker process exited with status 3", "ray": "WorkerCrashedError",
+         "slurm-local": "local job"}  # how each launcher reports a worker that vanished
+
+
+def die_on_seed_2(config: RunConfig, context: RunContext) -> dict:
+    """An ``execute`` whose worker process dies outright on seed 2 (no exception to catch)."""
+    if config.seed == 2:
+        os._exit(3)
+    return attempt(config, context)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_a_worker_that_dies_fails_only_its_run(name, grid, context, sequential, tmp_path, request):
+    configs = grid[:2]  # frozen, seeds 1 and 2
+    launcher, options, _ = launch(name, tmp_path, request)
+    store = Store(tmp_path / "results.sqlite")
+    drive(configs, launcher, functools.partial(die_on_seed_2, context=context), store, options)
+    [finished] = store.records("finished")
+    [failed] = store.records("failed")
+    assert (finished["config"]["seed"], failed["config"]["seed"]) == (1, 2)
+    assert computed([finished]) == computed([sequential[finished["config_hash"]]])
+    assert DEATH[name] in failed["error"]
+    assert split_done(configs, store) == ([configs[1]], [configs[0]])  # a rerun retries the dead one
