@@ -241,3 +241,4 @@ def styled(value) -> str:
 from plm_bench import cli_data  # noqa: E402,F401  (attaches `bench data`; last, since it imports from here)
 
 __import__("plm_bench.cli_models")  # attaches `bench models` (last: it imports from here); not an import block
+__import__("plm_bench.cli_grid")  # attaches `bench grid` (last: it imports from here); not an import block
