@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from plm_bench import plugins
 from plm_bench.embeddings import CACHE_ENV
 from plm_bench.grid import drive, split_done
 from plm_bench.protocol import RunConfig, RunContext, attempt
 from plm_bench.store import Store
+from plm_bench_plugins import launchers
 
 TESTS = Path(__file__).resolve().parent
 COMPUTED = ("metrics", "test_ci", "checkpoints", "history")  # what a run computes, timings aside
@@ -149,3 +151,25 @@ def test_a_worker_that_dies_fails_only_its_run(name, grid, context, sequential, 
     assert computed([finished]) == computed([sequential[finished["config_hash"]]])
     assert DEATH[name] in failed["error"]
     assert split_done(configs, store) == ([configs[1]], [configs[0]])  # a rerun retries the dead one
+
+
+def report_gpus(config: RunConfig) -> dict:
+    """An ``execute`` that reports which GPUs its worker process was given."""
+    return {"config_hash": config.hash, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def test_local_workers_default_to_one_per_gpu_each_pinned_to_its_own(monkeypatch):
+    monkeypatch.setattr(launchers, "visible_gpus", lambda: ["3", "5"])
+    configs = [RunConfig(backbone="onehot", task="gb1", seed=s) for s in (1, 2)]
+    assert sorted(r["gpus"] for r in launchers.launch_locally(configs, report_gpus)) == ["3", "5"]
+
+
+@pytest.mark.parametrize(("mask", "count", "expected"), [
+    (None, 2, ["0", "1"]), ("2,7", 2, ["2", "7"]), ("GPU-a1,GPU-b2", 1, ["GPU-a1"]), ("", 0, [])])
+def test_visible_gpus_honour_an_existing_mask(monkeypatch, mask, count, expected):
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert launchers.visible_gpus() == expected
