@@ -18,7 +18,7 @@ from plm_bench.protocol import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "[settings]\nepochs = 2\nlimit_train = 48\nlimit_eval = 24\n"
-ISSUE_TASKS = ["gb1"]  # issue 6's acceptance grid: onehot × tasks × {frozen, full} × 2 seeds
+ISSUE_TASKS = ["gb1", "disorder"]  # issue 6's acceptance grid: onehot × tasks × {frozen, full} × 2 seeds
 
 
 @pytest.fixture(autouse=True)
@@ -105,11 +105,11 @@ def test_bad_grid_files_fail_in_one_line_naming_file_and_key(tmp_path, text, mes
 
 def test_the_documented_example_is_a_valid_grid():
     grid = load_grid(REPO / "examples" / "grid.toml")
-    assert len(grid.configs) == 2 * 1 * 2 * 1 * 3
+    assert len(grid.configs) == 2 * 2 * 2 * 1 * 3
     result = CliRunner().invoke(main, ["grid", str(REPO / "examples" / "grid.toml"), "--dry-run",
                                        "--store", "/nonexistent/store.sqlite"])
     assert result.exit_code == 0, result.output
-    assert "12 runs in" in result.output and "0 already finished, 12 to run on local" in result.output
+    assert "24 runs in" in result.output and "0 already finished, 24 to run on local" in result.output
 
 
 def test_bench_grid_runs_the_issue_grid_on_cpu_and_a_rerun_runs_nothing(tmp_path, data_dir, store_path):
