@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from plm_bench import plugins
 from plm_bench.cli import main
 from plm_bench.embeddings import CACHE_ENV
 from plm_bench.errors import BenchError
 from plm_bench.grid import load_grid
 from plm_bench.protocol import RunConfig
+from plm_bench.specs import LauncherSpec
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "[settings]\nepochs = 2\nlimit_train = 48\nlimit_eval = 24\n"
@@ -182,3 +184,31 @@ def test_launcher_options_are_checked_before_anything_runs(tmp_path, store_path)
     assert not store_path.exists()
     bad = CliRunner().invoke(main, ["grid", str(grid), "--launcher-option", "cluster"])
     assert bad.exit_code == 2 and "write it as KEY=VALUE" in bad.output
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (["--launcher", "slurm", "--partition", "gpu", "--time", "90", "--account", "lab", "--cpus-per-run", "4",
+      "--gpus-per-run", "2", "--launcher-option", "slurm_qos=high", "--launcher-option", "mem_gb=32"],
+     {"partition": "gpu", "time": 90, "account": "lab", "cpus_per_run": 4, "gpus_per_run": 2,
+      "slurm_qos": "high", "mem_gb": 32}),
+    (["--launcher", "ray", "--ray-address", "ray://head:10001", "--gpus-per-run", "0.5"],
+     {"address": "ray://head:10001", "gpus_per_run": 0.5}),
+    (["--launcher", "ray", "--device", "cpu"], {"gpus_per_run": 0}),  # CPU runs claim no GPU
+    (["--launcher", "ray", "--device", "cpu", "--gpus-per-run", "1"], {"gpus_per_run": 1}),
+    (["--launcher", "local", "--device", "cpu"], {"workers": 1}),
+    (["--launcher", "local", "--workers", "3"], {"workers": 3}),
+])
+def test_flags_reach_the_launcher_as_options(tmp_path, store_path, monkeypatch, flags, expected):
+    seen = {}
+
+    def spy(configs, execute, **options):
+        seen.update(options)
+        return iter(())
+
+    real = plugins.get
+    monkeypatch.setattr(plugins, "get", lambda kind, name: LauncherSpec(name, spy) if kind == "launcher"
+                        else real(kind, name))
+    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n')
+    CliRunner().invoke(main, ["grid", str(grid), "--store", str(store_path), *flags])
+    assert seen == expected
+    assert type(seen.get("gpus_per_run", 0)) is type(expected.get("gpus_per_run", 0))  # SLURM counts whole GPUs

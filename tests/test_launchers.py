@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from click.testing import CliRunner
 
 from plm_bench import plugins
+from plm_bench.cli import main
 from plm_bench.embeddings import CACHE_ENV
 from plm_bench.grid import drive, split_done
 from plm_bench.protocol import RunConfig, RunContext, attempt
@@ -173,3 +175,22 @@ def test_visible_gpus_honour_an_existing_mask(monkeypatch, mask, count, expected
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     assert launchers.visible_gpus() == expected
+
+
+@pytest.mark.parametrize("name", ["ray", "slurm-local"])
+def test_bench_grid_passes_launcher_options_through(name, data_dir, tmp_path, request):
+    """The command line drives the real engines (a 1-run grid): Ray's open session, and a
+    submitit array run locally through --launcher-option."""
+    launch(name, tmp_path, request)  # the Ray instance, or a fresh embedding cache
+    grid = tmp_path / "grid.toml"
+    grid.write_text('backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\n'
+                    + "".join(f"{key} = {value}\n" for key, value in QUICK.items()))
+    store = tmp_path / "results.sqlite"
+    options = {"ray": [], "slurm-local": ["--time", "10", "--launcher-option", "cluster=local",
+                                          "--launcher-option", "poll_seconds=0.5",
+                                          "--launcher-option", f"folder={tmp_path / 'logs' / '%j'}"]}[name]
+    result = CliRunner().invoke(main, ["grid", str(grid), "--launcher", name.split("-")[0], "--device", "cpu",
+                                       "--store", str(store), "--data-dir", str(data_dir), *options])
+    assert result.exit_code == 0, result.output
+    assert "1 finished, 0 failed" in result.output
+    assert len(Store(store).records()) == 1
