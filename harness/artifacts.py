@@ -57,10 +57,9 @@ def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
             "parameters": sum(t.numel() for t in tensors.values())}
 
 
-@torch.no_grad()
-def load_into(model: nn.Module, folder: Path, artifact: dict[str, Any]) -> None:
-    """Copy a saved run's weights into ``model`` (rebuilt from the run's config), refusing a file
-    that was changed since the run or does not fit the model."""
+def verified_path(folder: Path, artifact: dict[str, Any]) -> Path:
+    """The run's weights file, refusing one that is gone or was changed since the run wrote it
+    (checked before any model is built, so the error comes at once)."""
     path = Path(folder) / artifact["file"]
     if not path.is_file():
         raise BenchError(f"{path} is missing: the run's weights were moved or deleted; "
@@ -68,6 +67,12 @@ def load_into(model: nn.Module, folder: Path, artifact: dict[str, Any]) -> None:
     if sha256_of(path) != artifact["sha256"]:
         raise BenchError(f"{path} differs from the file its run wrote (sha256); it was overwritten or "
                          "corrupted: rerun the run with --force")
+    return path
+
+
+@torch.no_grad()
+def load_into(model: nn.Module, path: Path) -> None:
+    """Copy saved weights into ``model`` (rebuilt from the run's config); they must fit it exactly."""
     try:
         tensors = load_file(path)
     except SafetensorError as exc:
