@@ -12,13 +12,14 @@ class ResidueCNN(nn.Module):
                  dropout: float = 0.25) -> None:
         super().__init__()
         padding = kernel_size // 2
-        self.net = nn.Sequential(
-            nn.Conv1d(hidden_size, width, kernel_size, padding=padding), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv1d(width, out_dim, kernel_size, padding=padding),
-        )
+        self.first = nn.Conv1d(hidden_size, width, kernel_size, padding=padding)
+        self.dropout = nn.Dropout(dropout)
+        self.second = nn.Conv1d(width, out_dim, kernel_size, padding=padding)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``[B, L, out]``; padding is zeroed first, so a residue next to the end of its protein
-        sees zeros, whatever it was batched with."""
-        x = (hidden.float() * mask.unsqueeze(-1)).transpose(1, 2)
-        return self.net(x).transpose(1, 2)
+        """``[B, L, out]``. Padding is zeroed before each convolution, so a residue near the end
+        of its protein sees zeros there, whatever it was batched with."""
+        real = mask.unsqueeze(1)  # [B, 1, L]
+        x = hidden.float().transpose(1, 2) * real
+        x = self.dropout(torch.relu(self.first(x))) * real
+        return self.second(x).transpose(1, 2)
