@@ -11,9 +11,9 @@ from typing import Any
 from plm_bench import hookimpl
 from plm_bench.specs import MethodSpec
 
-# The study's LoRA: rank 4, alpha 1, every bias trained; no targets = the family's defaults
-# (q,k,v,o for T5, query,key,value,dense for ESM).
-LORA_OPTIONS = {"rank": 4, "alpha": 1.0, "dropout": 0.0, "bias": "all", "targets": ()}
+# The study's LoRA: rank 4, alpha 1, every bias trained; no targets = the backbone's attention
+# q, k, v, o (its adapter_targets); ffn=true adds its feed-forward layers.
+LORA_OPTIONS = {"rank": 4, "alpha": 1.0, "dropout": 0.0, "bias": "all", "targets": (), "ffn": False}
 
 
 def train_everything(backbone, options: dict[str, Any]):

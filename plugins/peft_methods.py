@@ -18,6 +18,7 @@ from peft.utils.constants import (
 )
 from torch import nn
 
+from plm_bench import plugins
 from plm_bench.backbone import Backbone
 from plm_bench.errors import BenchError
 
@@ -36,7 +37,7 @@ def inner_model(backbone: Backbone, method: str) -> nn.Module:
     model = getattr(backbone, "model", None)
     if not isinstance(model, nn.Module) or not backbone.adapter_targets:
         raise BenchError(f"method {method} needs a transformer backbone with adapter targets; "
-                         f"{type(backbone).__name__} has none: use --method frozen or full")
+                         f"{backbone.name} has none: use --method frozen or full")
     return model
 
 
@@ -59,13 +60,19 @@ def wrap(backbone: Backbone, config: PeftConfig) -> Backbone:
 
 
 def prepare_lora(backbone: Backbone, options: dict[str, Any], dora: bool = False) -> Backbone:
-    """LoRA (or DoRA: LoRA with weight decomposition). No targets given: the family's
-    ``adapter_targets`` (the study's q,k,v,o for T5; query,key,value,dense for ESM)."""
+    """LoRA (or DoRA: LoRA with weight decomposition). No targets given: the backbone's
+    ``adapter_targets`` (attention q, k, v, o), plus its ``ffn_targets`` with ``ffn=true``."""
     method = "dora" if dora else "lora"
     model = inner_model(backbone, method)
     if options["bias"] not in LORA_BIASES:
         raise BenchError(f"method {method} option bias={options['bias']!r}: use one of {', '.join(LORA_BIASES)}")
     targets = options["targets"] or list(backbone.adapter_targets)
+    if options["ffn"]:  # the registry's facts about the backbone name its feed-forward layers
+        ffn_targets = list(plugins.get("backbone", backbone.name).ffn_targets)
+        if not ffn_targets:
+            raise BenchError(f"method {method} option ffn=true: backbone {backbone.name} declares no "
+                             "ffn_targets; name the layers with --method-option targets=...")
+        targets += [t for t in ffn_targets if t not in targets]
     check_targets(model, targets, method)
     return wrap(backbone, LoraConfig(
         r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
@@ -125,6 +132,6 @@ def prepare_prefix(backbone: Backbone, options: dict[str, Any]) -> Backbone:
         backbone.train(training)
     if not reached:
         kind = getattr(model.config, "model_type", type(model).__name__)
-        raise BenchError(f"prefix tuning is unsupported for backbone {type(backbone).__name__} ({kind}): "
+        raise BenchError(f"prefix tuning is unsupported for backbone {backbone.name} ({kind}): "
                          f"{reason}; use --method lora, dora or ia3")
     return backbone
