@@ -144,7 +144,8 @@ class EmbeddingCache:
                             raise BenchError(f"record {examples[i].id}: backbone gave embeddings of shape "
                                              f"{tuple(output.shape)}, expected {rows.shape}; the backbone "
                                              "must return one row per residue")
-                        rows[:] = output.detach().float().cpu().numpy()
+                        with np.errstate(over="ignore"):  # overflow is caught just below, naming the record
+                            rows[:] = output.detach().float().cpu().numpy()
                         if not np.isfinite(rows).all():
                             raise BenchError(f"record {examples[i].id}: embedding is NaN or beyond fp16's range "
                                              "(|x| > 65504), which the frozen cache stores; try --dtype fp32 "
