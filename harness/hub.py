@@ -8,6 +8,7 @@ client retry for a minute.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from plm_bench.errors import BenchError
+
+QUIET_WHILE_LOADING = ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -72,3 +75,28 @@ def fetch(hub_id: str) -> Path:
         return Path(snapshot_download(hub_id, allow_patterns=[weights, "*.json", "*.txt", "*.model"]))
     except (HfHubHTTPError, OSError) as exc:
         raise BenchError(f"cannot fetch {hub_id}: {str(exc).splitlines()[0]}") from None
+
+
+def load_model(cls: Any, source: str, family: str, **kwargs: Any) -> Any:
+    """:func:`from_pretrained` for weights, refusing a checkpoint that leaves weights uninitialized.
+
+    transformers only warns (with a long table) when a checkpoint lacks tensors the class needs
+    and fills them randomly, which a run would silently train on: e.g. ``--backbone-path`` naming
+    a checkpoint of another family. Leftovers the encoder does not use (a T5 decoder, LM heads,
+    a pooler) are expected, so the table is not shown (nor transformers' note that single-device
+    BERT layers are not tensor-parallel sharded).
+    """
+    logs = [logging.getLogger(name) for name in QUIET_WHILE_LOADING]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
+    try:
+        model, info = from_pretrained(cls, source, output_loading_info=True, **kwargs)
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+    missing = sorted(info["missing_keys"])
+    if missing:
+        raise BenchError(f"{source} has no weights for {len(missing)} tensors of {cls.__name__} (e.g. {missing[0]}): "
+                         f"it is not a {family} checkpoint; check --backbone-path or the registry's family")
+    return model

@@ -26,7 +26,7 @@ from plm_bench.backbone import (
     weights_source,
 )
 from plm_bench.errors import BenchError
-from plm_bench.hub import from_pretrained
+from plm_bench.hub import from_pretrained, load_model
 from plm_bench.specs import BackboneSpec
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4 in ProtBERT's and AntiBERTy's vocabularies
@@ -64,11 +64,11 @@ def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, devic
     elif source is None and "package" in entry:
         folder, vocab_file = packaged_checkpoint(spec, entry)
         origin = str(folder)
-        model = from_pretrained(BertModel, origin, add_pooling_layer=False, dtype=torch_dtype)
+        model = load_model(BertModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
         vocab = {token: i for i, token in enumerate(vocab_file.read_text().splitlines())}
     else:
         origin = weights_source(spec, source)
-        model = from_pretrained(BertModel, origin, add_pooling_layer=False, dtype=torch_dtype)
+        model = load_model(BertModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
         vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
     vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="[UNK]", pad="[PAD]", prefix=["[CLS]"],
                                               suffix=["[SEP]"], rare_to_x=entry.get("rare_to_x", False),

@@ -16,7 +16,7 @@ from plm_bench.backbone import (
     synthetic_vocab,
     weights_source,
 )
-from plm_bench.hub import from_pretrained
+from plm_bench.hub import from_pretrained, load_model
 from plm_bench.specs import BackboneSpec
 
 SPECIALS = ("<cls>", "<pad>", "<eos>", "<unk>")  # ids 0-3 in every ESM2 vocabulary
@@ -44,7 +44,7 @@ def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, devic
         vocab, origin = synthetic_vocab(SPECIALS, arch["vocab_size"]), f"{spec.name} (random init)"
     else:
         origin = weights_source(spec, source)
-        model = from_pretrained(EsmModel, origin, add_pooling_layer=False, dtype=torch_dtype)
+        model = load_model(EsmModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
         vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
     vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="<unk>", pad="<pad>", prefix=["<cls>"],
                                               suffix=["<eos>"], source=origin)

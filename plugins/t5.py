@@ -24,7 +24,7 @@ from plm_bench.backbone import (
     synthetic_vocab,
     weights_source,
 )
-from plm_bench.hub import from_pretrained
+from plm_bench.hub import from_pretrained, load_model
 from plm_bench.specs import BackboneSpec
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0-2 in every T5 vocabulary
@@ -56,7 +56,7 @@ def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, devic
         origin = f"{spec.name} (random init)"
     else:
         origin = weights_source(spec, source)
-        model = from_pretrained(T5EncoderModel, origin, dtype=torch_dtype)
+        model = load_model(T5EncoderModel, origin, spec.family, dtype=torch_dtype)
         vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
     marker = SENTENCEPIECE_WORD if SENTENCEPIECE_WORD + "A" in vocab else ""
     vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="<unk>", pad="<pad>", prefix=prefix, suffix=["</s>"],

@@ -208,3 +208,8 @@ def test_embedding_a_split_fails_on_a_long_record_before_any_work(tiny_esm, monk
     with pytest.raises(BenchError, match="record long has 1100 residues"):
         embed_all(backbone, examples, RunContext(data_dir=Path(".")))
     assert calls == []
+
+
+def test_a_checkpoint_of_another_family_is_refused_not_filled_randomly(tiny_esm):
+    with pytest.raises(BenchError, match=r"has no weights for \d+ tensors of BertModel .*not a bert checkpoint"):
+        load_backbone(plugins.get("backbone", "protbert"), str(tiny_esm), "cpu")
