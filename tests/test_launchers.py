@@ -30,7 +30,7 @@ LAUNCHERS = ["local-2-workers", "ray", "slurm-local"]  # local with one worker i
 
 @pytest.fixture(scope="module", autouse=True)
 def worker_environment(tmp_path_factory):
-    """Worker processes (Ray's, submitit's, local ones) unpickle ``die_on_seed_2`` by reference,
+    """Worker processes (Ray's, submitit's, local ones) unpickle ``die_on_seed_3`` by reference,
     and keep frozen embeddings in a cache of this module rather than the user's."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
@@ -95,15 +95,32 @@ def computed(records) -> dict[str, dict]:
     return {r["config_hash"]: {key: r[key] for key in COMPUTED} for r in records}
 
 
-@pytest.mark.parametrize("name", ["ray", "slurm-local"])
-def test_launcher_stores_the_same_records_as_a_sequential_run(name, grid, context, sequential, tmp_path, request):
-    """The two frozen runs start at once and both write the same embedding cache entries."""
+DEATH = {"local-2-workers": "worker process exited with status 3", "ray": "WorkerCrashedError",
+         "slurm-local": "local job"}  # how each launcher reports a worker that vanished
+
+
+def die_on_seed_3(config: RunConfig, context: RunContext) -> dict:
+    """An ``execute`` whose worker process dies outright on seed 3 (no exception to catch)."""
+    if config.seed == 3:
+        os._exit(3)
+    return attempt(config, context)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_stores_the_records_of_a_sequential_run_and_a_dead_worker_fails_alone(
+        name, grid, context, sequential, tmp_path, request):
+    """The grid plus a run whose worker dies. The two frozen runs of the grid start at once
+    and both write the same embedding cache entries. (Local workers, a fresh process per run,
+    take only the frozen half of the grid, to keep the test short.)"""
+    runs = grid[:2] if name == "local-2-workers" else grid
+    dead = RunConfig(backbone="onehot", task="gb1", seed=3, **QUICK).resolved()
     launcher, options, cache = launch(name, tmp_path, request)
     store = Store(tmp_path / "results.sqlite")
-    drive(grid, launcher, functools.partial(attempt, context=context), store, options)
-    records = store.records()
-    assert len(records) == 4 and not store.records("failed")
-    assert computed(records) == computed(sequential.values())  # identical, not merely close
+    drive([*runs, dead], launcher, functools.partial(die_on_seed_3, context=context), store, options)
+    assert computed(store.records()) == computed(sequential[c.hash] for c in runs)  # identical, not merely close
+    [failed] = store.records("failed")
+    assert failed["config_hash"] == dead.hash and DEATH[name] in failed["error"]
+    assert split_done([*runs, dead], store) == ([dead], runs)  # a rerun retries only the dead one
     assert list(cache.rglob("*.npy")) and not list(cache.rglob("*.tmp"))  # whole entries only
 
 
@@ -130,31 +147,6 @@ def test_a_run_that_raises_fails_alone_and_a_rerun_retries_only_it(name, context
     assert len(store.records("finished")) == 4 and not store.records("failed")
 
 
-DEATH = {"local-2-workers": "worker process exited with status 3", "ray": "WorkerCrashedError",
-         "slurm-local": "local job"}  # how each launcher reports a worker that vanished
-
-
-def die_on_seed_2(config: RunConfig, context: RunContext) -> dict:
-    """An ``execute`` whose worker process dies outright on seed 2 (no exception to catch)."""
-    if config.seed == 2:
-        os._exit(3)
-    return attempt(config, context)
-
-
-@pytest.mark.parametrize("name", LAUNCHERS)
-def test_a_worker_that_dies_fails_only_its_run(name, grid, context, sequential, tmp_path, request):
-    configs = grid[:2]  # frozen, seeds 1 and 2
-    launcher, options, _ = launch(name, tmp_path, request)
-    store = Store(tmp_path / "results.sqlite")
-    drive(configs, launcher, functools.partial(die_on_seed_2, context=context), store, options)
-    [finished] = store.records("finished")
-    [failed] = store.records("failed")
-    assert (finished["config"]["seed"], failed["config"]["seed"]) == (1, 2)
-    assert computed([finished]) == computed([sequential[finished["config_hash"]]])
-    assert DEATH[name] in failed["error"]
-    assert split_done(configs, store) == ([configs[1]], [configs[0]])  # a rerun retries the dead one
-
-
 def report_gpus(config: RunConfig) -> dict:
     """An ``execute`` that reports which GPUs its worker process was given."""
     return {"config_hash": config.hash, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
@@ -177,20 +169,14 @@ def test_visible_gpus_honour_an_existing_mask(monkeypatch, mask, count, expected
     assert launchers.visible_gpus() == expected
 
 
-@pytest.mark.parametrize("name", ["ray", "slurm-local"])
-def test_bench_grid_passes_launcher_options_through(name, data_dir, tmp_path, request):
-    """The command line drives the real engines (a 1-run grid): Ray's open session, and a
-    submitit array run locally through --launcher-option."""
-    launch(name, tmp_path, request)  # the Ray instance, or a fresh embedding cache
+def test_bench_grid_runs_on_ray(data_dir, ray_instance, tmp_path):
+    """The command line end to end on the open Ray session (its flags: tests/test_grid.py)."""
     grid = tmp_path / "grid.toml"
     grid.write_text('backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\n'
                     + "".join(f"{key} = {value}\n" for key, value in QUICK.items()))
     store = tmp_path / "results.sqlite"
-    options = {"ray": [], "slurm-local": ["--time", "10", "--launcher-option", "cluster=local",
-                                          "--launcher-option", "poll_seconds=0.5",
-                                          "--launcher-option", f"folder={tmp_path / 'logs' / '%j'}"]}[name]
-    result = CliRunner().invoke(main, ["grid", str(grid), "--launcher", name.split("-")[0], "--device", "cpu",
-                                       "--store", str(store), "--data-dir", str(data_dir), *options])
+    result = CliRunner().invoke(main, ["grid", str(grid), "--launcher", "ray", "--device", "cpu",
+                                       "--store", str(store), "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     assert "1 finished, 0 failed" in result.output
     assert len(Store(store).records()) == 1
