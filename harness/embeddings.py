@@ -99,7 +99,8 @@ class EmbeddingCache:
         """The examples' embeddings: read from the cache, or computed with ``embed`` and stored.
 
         ``embed(examples)`` returns one ``[length, hidden]`` tensor per example; it is called on
-        length-sorted chunks, so memory stays bounded however large the split.
+        chunks of similar lengths, longest first, so memory stays bounded however large the split
+        and a sequence too long for the backbone fails before any work is spent.
         """
         lengths = [len(e.sequence) for e in examples]
         path = self.path(examples)
@@ -135,8 +136,8 @@ class EmbeddingCache:
             else:
                 array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16,
                                                   shape=(int(offsets[-1]), self.hidden_size))
-                for chunk in chunks(np.argsort(lengths, kind="stable").tolist(), lengths,
-                                    max(1, CHUNK_ELEMENTS // self.hidden_size)):
+                longest_first = np.argsort(-lengths, kind="stable").tolist()  # too long or too big fails at once
+                for chunk in chunks(longest_first, lengths, max(1, CHUNK_ELEMENTS // self.hidden_size)):
                     outputs = embed([examples[i] for i in chunk])
                     for i, output in zip(chunk, outputs, strict=True):
                         rows = array[offsets[i]:offsets[i + 1]]

@@ -13,11 +13,11 @@ from synthetic_tasks import CHARGE, config, context, register_tasks
 from torch import nn
 from transformers import EsmModel
 
-from plm_bench import embeddings
+from plm_bench import embeddings, plugins
 from plm_bench.embeddings import EmbeddingCache, fingerprint
 from plm_bench.errors import BenchError
 from plm_bench.protocol import execute
-from plm_bench.task import Example
+from plm_bench.task import Example, Task
 
 HIDDEN = 4
 
@@ -81,7 +81,7 @@ def test_entries_are_fp16_memory_mapped_and_round_trip(tmp_path):
     for i in range(len(data)):
         assert features[i].dtype == torch.float32
         assert torch.equal(features[i], expected[i].half().float())
-    assert recorder.calls[0] == ["W", "ACDE", "KKKKKKKKK"]  # embedded shortest first
+    assert recorder.calls[0] == ["KKKKKKKKK", "ACDE", "W"]  # embedded longest first
 
 
 def test_the_cache_notices_changed_weights_settings_and_data(tmp_path):
@@ -116,7 +116,7 @@ def test_large_splits_are_embedded_in_bounded_chunks(tmp_path, monkeypatch):
     recorder = Recorder()
     data = examples("A" * 6, "C" * 3, "D" * 12, "E" * 4, "F" * 2)
     features = cache_for(nn.Linear(2, 2), tmp_path).features(data, recorder)
-    assert recorder.calls == [["FF", "CCC", "EEEE"], ["AAAAAA"], ["D" * 12]]
+    assert recorder.calls == [["D" * 12], ["AAAAAA", "EEEE"], ["CCC", "FF"]]
     assert [len(features[i]) for i in range(len(data))] == [6, 3, 12, 4, 2]
 
 
@@ -168,3 +168,15 @@ def test_a_corrupt_entry_is_recomputed(tmp_path):
     cache.path(data).write_bytes(b"not an array")
     assert torch.equal(cache.features(data, recorder)[0], recorder(data)[0].half().float())
     assert len(recorder.calls) == 3
+
+
+def test_a_record_too_long_for_the_backbone_fails_before_any_embedding(tiny_esm, tmp_path, monkeypatch):
+    embedded: list[int] = []
+    monkeypatch.setattr(EsmModel, "forward", lambda self, **kwargs: embedded.append(1))
+    data = CHARGE.load(tmp_path)
+    data["train"] = [*data["train"], Example("giant", "A" * 1100, 0.0)]
+    giant = Task("toy-giant", "protein", "regression", "spearman", lambda _: data)
+    monkeypatch.setitem(plugins.catalog().items["task"], giant.name, giant)
+    with pytest.raises(BenchError, match="record giant has 1100 residues, more than backbone esm2-8m"):
+        execute(config(giant, tiny_esm, epochs=1), context(tmp_path))
+    assert embedded == []
