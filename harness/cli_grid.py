@@ -91,7 +91,7 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     from plm_bench.protocol import RunContext, attempt
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console)
+                        console=console, transient=True)  # the bar goes, the line per run stays
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
                          artifact_dir=folder_for(store_path).resolve())

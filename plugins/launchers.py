@@ -17,12 +17,16 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plm_bench import hookimpl
 from plm_bench.grid import lost_record
 from plm_bench.specs import LauncherSpec
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
+
+if TYPE_CHECKING:
+    from plm_bench.protocol import RunConfig
 
 
 def visible_gpus() -> list[str]:
@@ -34,7 +38,8 @@ def visible_gpus() -> list[str]:
     return (mask.split(",") if mask else [str(i) for i in range(count)])[:count]
 
 
-def launch_locally(configs: Sequence, execute: Callable[[object], dict], workers: int | None = None) -> Iterator[dict]:
+def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], dict],
+                   workers: int | None = None) -> Iterator[dict]:
     """Run ``configs`` on this machine, ``workers`` at a time (default: one per visible GPU).
 
     With one worker, runs execute in this process. With more, each run gets a fresh process
@@ -60,7 +65,8 @@ def launch_locally(configs: Sequence, execute: Callable[[object], dict], workers
                 future.cancel()  # the driver stopped early: start no further runs
 
 
-def run_in_subprocess(execute: Callable, config, slots: queue.Queue, folder: Path) -> dict:
+def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, slots: queue.Queue,
+                      folder: Path) -> dict:
     """Run one config in a fresh Python process on a free GPU slot; its death fails only this run."""
     gpu = slots.get()
     try:
