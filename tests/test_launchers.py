@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from plm_bench import plugins
 from plm_bench.cli import main
 from plm_bench.embeddings import CACHE_ENV
+from plm_bench.errors import BenchError
 from plm_bench.grid import drive, split_done
 from plm_bench.protocol import RunConfig, RunContext, attempt
 from plm_bench.store import Store
@@ -180,3 +182,10 @@ def test_bench_grid_runs_on_ray(data_dir, ray_instance, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 finished, 0 failed" in result.output
     assert len(Store(store).records()) == 1
+
+
+@pytest.mark.parametrize(("module", "name", "extra"), [("ray", "ray", "ray"), ("submitit", "slurm", "slurm")])
+def test_a_missing_engine_is_one_line_naming_its_extra(monkeypatch, module, name, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(BenchError, match=rf"^{module} is not importable .*: pip install 'plm-bench\[{extra}\]'$"):
+        next(plugins.get("launcher", name).launch([], None))
