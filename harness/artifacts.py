@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from plm_bench.data import sha256_of
+from plm_bench.data import current_umask, sha256_of
 from plm_bench.errors import BenchError
 
 FORMAT = "plm-bench-trainable/1"
@@ -49,6 +49,7 @@ def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={"format": FORMAT, "config_hash": config_hash})
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; a store may be shared
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

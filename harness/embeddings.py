@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plm_bench.data import current_umask
 from plm_bench.errors import BenchError
 from plm_bench.task import Example
 
@@ -153,6 +154,7 @@ class EmbeddingCache:
                                              "or a fine-tuning method")
                 array.flush()
                 del array
+            os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; entries are shared
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import EsmModel
 
 from plm_bench import embeddings, plugins
+from plm_bench.data import current_umask
 from plm_bench.embeddings import EmbeddingCache, fingerprint
 from plm_bench.errors import BenchError
 from plm_bench.protocol import execute
@@ -76,6 +77,7 @@ def test_entries_are_fp16_memory_mapped_and_round_trip(tmp_path):
     data = examples("ACDE", "KKKKKKKKK", "W")
     features = cache_for(nn.Linear(2, 2), tmp_path).features(data, recorder)
     assert isinstance(features.array, np.memmap) and features.array.dtype == np.float16
+    assert oct(features.array.filename.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())  # shareable
     assert features.array.shape == (4 + 9 + 1, HIDDEN)
     expected = recorder([*data])
     for i in range(len(data)):

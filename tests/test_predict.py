@@ -17,6 +17,7 @@ from torch import nn
 from plm_bench import artifacts, protocol
 from plm_bench.cli import main
 from plm_bench.cli_predict import write_csv
+from plm_bench.data import current_umask
 from plm_bench.errors import BenchError
 from plm_bench.protocol import RunConfig, execute
 from plm_bench.store import Store
@@ -166,6 +167,7 @@ def test_only_trainable_weights_are_saved_and_they_must_fit(tmp_path):
     saved = artifacts.save(model, tmp_path, "0" * 16)
     assert (saved["file"], saved["tensors"], saved["parameters"]) == ("0000000000000000.safetensors", 2, 6)
     assert [p.name for p in tmp_path.iterdir()] == ["0000000000000000.safetensors"]  # no temporary left
+    assert (tmp_path / saved["file"]).stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable as the store
     path = artifacts.verified_path(tmp_path, saved)
     fresh = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
     fresh[0].requires_grad_(False)
