@@ -12,12 +12,26 @@ residue letters with no pre-tokenizer, whose ids match the real Ankh tokenizer's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 ESM_TOKENS = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO", ".", "-", "<null_1>", "<mask>"]
 PROTTRANS_LETTERS = "ALGVSREDTIPKFQNYMHWCXBOUZ"  # ProtT5's and Ankh's order after <pad> </s> <unk>
 PROTBERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQFYMHCWXUBZO"]
 WORD = "\u2581"
+
+
+@contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """Fixed random weights whatever ran before, without touching the caller's RNG state:
+    session fixtures are built on first use, so their order (and the weights) would otherwise
+    depend on which tests run."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 def build_esm(folder: Path) -> Path:
@@ -32,7 +46,8 @@ def build_esm(folder: Path) -> Path:
         intermediate_size=64, max_position_embeddings=1026, position_embedding_type="rotary",
         pad_token_id=1, mask_token_id=32, token_dropout=True,
     )
-    EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
+    with seeded():
+        EsmModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -43,7 +58,8 @@ def _t5_encoder(folder: Path, vocab_size: int, feed_forward_proj: str) -> None:
     config = T5Config(vocab_size=vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                       feed_forward_proj=feed_forward_proj, pad_token_id=0, eos_token_id=1,
                       decoder_start_token_id=0)
-    T5EncoderModel(config).save_pretrained(folder)
+    with seeded():
+        T5EncoderModel(config).save_pretrained(folder)
 
 
 def write_prott5_spiece(folder: Path) -> None:
@@ -119,5 +135,6 @@ def build_bert(folder: Path) -> Path:
                                                               "do_lower_case": False}))
     config = BertConfig(vocab_size=len(PROTBERT_TOKENS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    with seeded():
+        BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     return folder
