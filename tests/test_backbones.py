@@ -72,6 +72,11 @@ def test_ids_follow_the_familys_documented_usage_and_outputs_drop_special_tokens
         torch.testing.assert_close(residues.hidden[0], states[prefix:prefix + len(sequence)])
 
 
+def test_attention_runs_through_pytorch_sdpa(family):
+    _, _, backbone = family
+    assert backbone.model.config._attn_implementation == "sdpa"
+
+
 def test_batched_equals_one_at_a_time(family):
     _, _, backbone = family
     with torch.no_grad():
