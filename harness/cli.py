@@ -243,3 +243,4 @@ from plm_bench import cli_data  # noqa: E402,F401  (attaches `bench data`; last,
 __import__("plm_bench.cli_models")  # attaches `bench models` (last: it imports from here); not an import block
 __import__("plm_bench.cli_grid")  # attaches `bench grid` (last: it imports from here); not an import block
 __import__("plm_bench.cli_predict")  # attaches `bench predict` (last: it imports from here); not an import block
+__import__("plm_bench.cli_profile")  # attaches `bench profile` (last: it imports from here); not an import block
