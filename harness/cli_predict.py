@@ -32,10 +32,15 @@ if TYPE_CHECKING:
 @click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
               help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def predict(run_id: int, fasta: Path, output: Path, store: Path | None, device: str) -> None:
+@click.option("--task-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The task TOML of a run made with `bench run --task FILE.toml`.")
+def predict(run_id: int, fasta: Path, output: Path, store: Path | None, device: str, task_file: Path | None) -> None:
     """Predict the sequences of FASTA with the trained model of run RUN_ID."""
     from plm_bench.store import Store
+    from plm_bench.task import use_task_file
 
+    if task_file:
+        use_task_file(task_file)
     results = Store(store)
     record = finished_run(results, run_id)
     examples = read_examples(fasta)
@@ -92,6 +97,9 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
         raise BenchError(f"run {record.get('run_id')}: its config does not match this plm-bench version "
                          f"({exc}); rerun it with this version") from None
     weights = verified_path(folder_for(store_path), record["artifact"])
+    if config.task not in plugins.catalog().items["task"]:
+        raise BenchError(f"run {record.get('run_id')} is on task {config.task}, which no installed plugin provides: "
+                         "for a task from a TOML file, pass --task-file FILE.toml")
     context = RunContext(data_dir=Path("."), device=device)
     task = plugins.get("task", config.task)
     backbone, model = build(config, task, context.torch_device)

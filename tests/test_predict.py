@@ -14,14 +14,14 @@ from click.testing import CliRunner
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, context, register_tasks
 from torch import nn
 
-from plm_bench import artifacts, protocol
+from plm_bench import artifacts, plugins, protocol
 from plm_bench.cli import main
 from plm_bench.cli_predict import write_csv
 from plm_bench.data import current_umask
 from plm_bench.errors import BenchError
 from plm_bench.protocol import RunConfig, execute
 from plm_bench.store import Store
-from plm_bench.task import Example, Task
+from plm_bench.task import TASK_FILES, Example, Task
 
 
 @pytest.fixture(autouse=True)
@@ -179,3 +179,26 @@ def test_only_trainable_weights_are_saved_and_they_must_fit(tmp_path):
     wider[0].requires_grad_(False)
     with pytest.raises(BenchError, match=r"1.weight has shape \(2, 2\), the rebuilt model \(4, 2\)"):
         artifacts.load_into(wider, path)
+
+
+def test_runs_on_a_custom_task_file_predict_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(TASK_FILES, "")
+    rows = "\n".join(f"p{i},{'ACDK'[i % 4] * 5}KLM,{i % 4},{('train', 'train', 'valid', 'test')[i % 4]}"
+                     for i in range(24))
+    (tmp_path / "data.csv").write_text(f"id,sequence,label,split\n{rows}\n")
+    (tmp_path / "mine.toml").write_text('level = "protein"\ntype = "regression"\nmetric = "spearman"\n'
+                                        'format = "csv"\nfile = "data.csv"\nsplit_column = "split"\nid_column = "id"\n')
+    store = tmp_path / "runs.sqlite"
+    try:
+        bench("run", "--backbone", "onehot", "--task", str(tmp_path / "mine.toml"), "--epochs", "1", "--store",
+              str(store))
+        monkeypatch.setenv(TASK_FILES, "")  # a later session: the task file is not registered
+        plugins.catalog.cache_clear()
+        (tmp_path / "in.fasta").write_text(">x\nAAAAAKLM\n")
+        assert "is on task mine, which no installed plugin provides: for a task from a TOML file, pass --task-file" \
+            in predict_fails(store, 1, tmp_path / "in.fasta")
+        bench("predict", "--run", "1", str(tmp_path / "in.fasta"), "-o", str(tmp_path / "out.csv"), "--store",
+              str(store), "--task-file", str(tmp_path / "mine.toml"))
+    finally:
+        plugins.catalog.cache_clear()
+    assert [r["id"] for r in read_csv(tmp_path / "out.csv")] == ["x"]
