@@ -1,0 +1,190 @@
+"""Figure 3: fine-tuning throughput (LoRA and full) in residues/s, the study's notebook data path against the harness.
+
+Both sides train the same model (``plm_bench.protocol.build``: backbone, method, the study's
+head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
+method's learning rate:
+
+- notebook: the split tokenized at once with padding to its longest sequence (max 1024 tokens),
+  so every batch runs at the split's full width, in fp32;
+- ours: ``plm_bench.training.step``, the protocol's step: each batch padded only to its own
+  longest sequence (dynamic padding), in ``--dtype`` (auto: fp32 on CPU, bf16 on GPU, where
+  SDPA attention kernels apply).
+
+The study's batches: 8 sequences for protein-level tasks, 1 for residue-level ones. Residues/s
+counts real residues only. Outputs-equal check: on the first batch, with dropout off and the
+same weights, both give the same loss and the same gradients within tolerance. Target: >= 1.5x
+on CPU, >= 2x on GPU.
+
+    python benchmarks/finetune_throughput.py --data-dir ../shared/datasets
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import torch
+from notebook_baseline import (
+    BACKBONE,
+    BACKBONE_PATH,
+    DATA_DIR,
+    DEVICE,
+    INIT,
+    NotebookSplit,
+    describe_backbone,
+    median,
+    print_report,
+    sample,
+    timed,
+    verdict,
+)
+
+from plm_bench import plugins
+from plm_bench.cli import default_data_dir
+from plm_bench.profile import bf16_peak_flops, model_flops
+from plm_bench.protocol import RunConfig, build
+from plm_bench.task import Example, Task
+from plm_bench.training import Model, Outcome, labels_for, loss_fn, step
+
+TARGETS = {"cpu": 1.5, "cuda": 2.0}
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}  # relative, loss and gradients
+SPLITS = {"subcellular_location": "valid", "disorder": "train"}  # a split each task has in the data mirror
+
+
+def fresh_state(batch_size: int) -> Outcome:
+    """The bookkeeping ``training.step`` expects (micro-batch for its out-of-memory backoff)."""
+    return Outcome(history=[], best=None, early_stop=None, stopped_at_epoch=None,  # type: ignore[arg-type]
+                   epochs_run=0.0, micro_batch=batch_size, backoffs=[], train_seconds=0.0, samples=0, residues=0)
+
+
+def our_loss(model: Model, task: Task, batch: list[Example]) -> torch.Tensor:
+    """The loss ``training.step`` computes for a batch (dynamic padding)."""
+    device = next(model.parameters()).device
+    output, mask = model(batch, None)
+    labels, known = labels_for(task, batch, mask.cpu())
+    return loss_fn(task, output, labels.to(device), known.to(device))
+
+
+def gradients(model: Model, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def same_step(notebook: Model, ours: Model, split: NotebookSplit, task: Task, rows: list[int]) -> float:
+    """Largest relative difference in loss and gradients of one batch between the two paths
+    (dropout off, same weights)."""
+    notebook.eval()
+    ours.eval()
+    base_loss = split.loss(notebook, task, rows)
+    base = gradients(notebook, base_loss)
+    our_loss_value = our_loss(ours, task, [split.examples[i] for i in rows])
+    got = gradients(ours, our_loss_value)
+    base_value, our_value = float(base_loss.detach()), float(our_loss_value.detach())
+    if base.keys() != got.keys():
+        raise RuntimeError("the two models train different parameters")
+    scale = max(float(g.abs().max()) for g in base.values())
+    gradient_error = max(float((got[n] - g).abs().max()) for n, g in base.items()) / scale
+    loss_error = abs(our_value - base_value) / abs(base_value)
+    return max(gradient_error, loss_error)
+
+
+def measure(method: str, task: Task, examples: list[Example], batch_size: int, repeats: int, config: RunConfig,
+            dtype: str, device: torch.device) -> dict:
+    """Median seconds per epoch of both paths, and the outputs-equal error, for one method."""
+    _, notebook = build(config, task, device)  # fp32, as the notebooks train on CPU
+    _, ours = build(RunConfig(**{**config.__dict__, "dtype": dtype}), task, device)  # same seed, same weights
+    split = NotebookSplit(notebook.backbone, examples)
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # checked on the batch whose own longest is shortest: there the two paths differ most in padding
+    error = same_step(notebook, ours, split, task, min(batches, key=lambda b: max(int(split.lengths[i]) for i in b)))
+    base_optimizer = torch.optim.AdamW(notebook.trainable_parameters(), lr=config.lr)
+    our_optimizer = torch.optim.AdamW(ours.trainable_parameters(), lr=config.lr)
+    state = fresh_state(batch_size)
+
+    def notebook_step(rows: list[int]) -> None:
+        base_optimizer.zero_grad()
+        split.loss(notebook, task, rows).backward()
+        base_optimizer.step()
+
+    def notebook_epoch() -> None:
+        notebook.train()
+        for rows in batches:
+            notebook_step(rows)
+
+    def our_epoch() -> None:
+        ours.train()
+        for rows in batches:
+            step(ours, task, [examples[i] for i in rows], None, our_optimizer, state, device)
+
+    notebook_step(batches[0])  # warm-up: optimizer state, kernels
+    step(ours, task, [examples[i] for i in batches[0]], None, our_optimizer, state, device)
+    base_seconds, our_seconds = [], []
+    for _ in range(repeats):  # interleaved, so load changes on the machine hit both alike
+        base_seconds.append(timed(notebook_epoch, device))
+        our_seconds.append(timed(our_epoch, device))
+    backbone = ours.backbone
+    return {"base": median(base_seconds), "ours": median(our_seconds), "error": error, "backbone": backbone,
+            "full": all(p.requires_grad for p in backbone.parameters()),
+            "tolerance": TOLERANCE[next(backbone.parameters()).dtype], "width": split.width}
+
+
+@click.command()
+@BACKBONE
+@BACKBONE_PATH
+@INIT
+@DEVICE
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Ours' precision (the notebook baseline always trains in fp32); auto: fp32 on CPU, bf16 on GPU.")
+@DATA_DIR
+@click.option("--task", type=click.Choice(sorted(SPLITS)), default="subcellular_location", show_default=True)
+@click.option("--method", "methods", multiple=True, default=("lora", "full"), show_default=True)
+@click.option("--records", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-residues", type=click.IntRange(min=1), default=1022, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the study's (8 per protein, 1 per residue).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype: str, data_dir: Path | None,
+         task: str, methods: tuple[str, ...], records: int, max_residues: int, batch_size: int | None,
+         repeats: int) -> None:
+    """Fine-tuning residues/s: notebook padding vs the harness's dynamic padding, per method."""
+    task_spec: Task = plugins.get("task", task)
+    batch_size = batch_size or (8 if task_spec.level == "protein" else 1)
+    examples = sample(task, data_dir or default_data_dir(), SPLITS[task], records, max_residues)
+    residues = sum(len(e.sequence) for e in examples)
+    torch_device = torch.device(device)
+    peak = bf16_peak_flops(torch_device)
+    rows, notes, failed = [], [], False
+    for method in methods:
+        spec = plugins.get("method", method)
+        config = RunConfig(backbone=backbone, task=task, method=method, head=f"mlp-{task_spec.level}", seed=1,
+                           lr=spec.default_lr, backbone_path=backbone_path, dtype="fp32", init=init,
+                           method_options=spec.resolve_options({}))
+        result = measure(method, task_spec, examples, batch_size, repeats, config, dtype, torch_device)
+        backbone_model = result["backbone"]
+        parameters = sum(p.numel() for p in backbone_model.parameters())
+        tokens = sum(backbone_model.tokenize([e.sequence])["input_ids"].numel() for e in examples)
+        flops = model_flops(parameters, tokens, "train", result["full"])
+        for path, seconds in (("notebook (padded to the split's longest)", result["base"]),
+                              ("ours (training.step, dynamic padding)", result["ours"])):
+            mfu = f"{flops / seconds / peak:.1%}" if peak else "n/a"
+            rows.append((method, path, f"{seconds:.2f}", f"{residues / seconds:,.0f}", mfu))
+        ratio = result["base"] / result["ours"]
+        equal = result["error"] <= result["tolerance"]
+        failed |= not equal
+        notes += [f"{method}: ratio ours/notebook {ratio:.2f}x ({verdict(ratio, TARGETS[device])}); outputs equal: "
+                  f"{'yes' if equal else 'NO'} (largest relative difference in loss and gradients "
+                  f"{result['error']:.1e}; tolerance {result['tolerance']:.0e})"]
+    lengths = sorted(len(e.sequence) for e in examples)
+    print_report(
+        f"Fine-tuning on {task} ({len(examples)} records, {residues:,} residues, lengths {lengths[0]}-{lengths[-1]}, "
+        f"median {lengths[len(lengths) // 2]}; batch {batch_size}), one epoch, median of {repeats}",
+        rows, ["method", "path", "seconds/epoch", "residues/s", "MFU (bf16 peak)"],
+        [describe_backbone(backbone_model, init, device), *notes],
+    )
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

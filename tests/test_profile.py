@@ -1,0 +1,126 @@
+"""`bench profile`: model FLOPs by hand, a CPU memory meter that sees a known allocation, the
+longest-length search against a known memory curve, and the command end to end on a tiny ESM2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from plm_bench import profile
+from plm_bench.cli import main
+from plm_bench.errors import BenchError
+from plm_bench.profile import GIB, MemoryMeter, Profiler, model_flops, profile_config
+
+MIB = 1024**2
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, terminal_width=200)
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_esm) -> Profiler:
+    return Profiler(profile_config("esm2-8m", "lora", backbone_path=str(tiny_esm), dtype="fp32"), torch.device("cpu"))
+
+
+def test_model_flops_count_forward_and_the_gradients_that_train():
+    assert model_flops(10, 5, "inference", full=False) == 100  # 2 * 10 * 5
+    assert model_flops(10, 5, "train", full=True) == 300  # + activation and weight gradients
+    assert model_flops(10, 5, "train", full=False) == 200  # adapters: no weight gradients of frozen weights
+
+
+def test_bf16_peaks_match_device_names_most_specific_first(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert profile.bf16_peak_flops(torch.device("cuda")) == 756e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert profile.bf16_peak_flops(torch.device("cuda")) == 989e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA L40S")
+    assert profile.bf16_peak_flops(torch.device("cuda")) == 362e12
+    assert profile.bf16_peak_flops(torch.device("cpu")) is None
+
+
+def test_cpu_meter_measures_a_known_allocation_above_its_floor():
+    meter = MemoryMeter(torch.device("cpu"))
+    held = torch.ones(32 * MIB // 4)  # 32 MiB, resident, held across the measurement: counted
+    peak = meter.measure(lambda: torch.ones(64 * MIB // 4).sum())  # 64 MiB, touched, then freed
+    assert 96 * MIB <= peak < 96 * MIB + 32 * MIB
+    assert meter.measure(lambda: None) >= 32 * MIB  # what stays resident still counts after the peak
+    del held
+
+
+def test_rate_counts_residues_and_model_flops(lora):
+    rate = lora.rate("train", batch_size=2, length=16, steps=2)
+    assert rate.residues_per_second == pytest.approx(2 * 16 * 2 / rate.seconds)
+    tokens = 2 * (16 + 2)  # <cls> and <eos> around each sequence
+    assert rate.flops_per_second == pytest.approx(2 * 2 * lora.parameters * tokens * 2 / rate.seconds)
+    assert rate.mfu is None  # no bf16 peak on CPU
+
+
+def test_peak_of_a_training_step_grows_with_length(lora):
+    assert lora.peak(512) > lora.peak(16) > 0
+
+
+def curve(n: int, mode: str | None = None) -> int | None:
+    """A known memory curve: 10_000 + n^2 bytes, out of memory past 900 residues."""
+    return None if n > 900 else 10_000 + n * n
+
+
+def test_search_finds_the_longest_length_of_a_known_memory_curve(lora, monkeypatch):
+    probes: list[int] = []
+    monkeypatch.setattr(lora, "peak", curve)
+    envelope = lora.envelope([50_000, 260_000, 10**9], max_length=1000, resolution=8, start=16,
+                             on_probe=lambda n, peak: probes.append(n))
+    # by hand: 10_000 + n^2 <= 50_000 up to n = 200, <= 260_000 up to n = 500; 900 is the last that runs
+    assert envelope.longest[50_000] <= 200 < envelope.longest[50_000] + 8
+    assert envelope.longest[260_000] <= 500 < envelope.longest[260_000] + 8
+    assert envelope.longest[10**9] <= 900 < envelope.longest[10**9] + 8
+    assert len(probes) == len(set(probes))  # each length measured once, shared by the budgets
+
+
+def test_search_never_overshoots_a_budget_by_more_than_one_resolution_step(lora, monkeypatch):
+    probes: list[int] = []
+    monkeypatch.setattr(lora, "peak", curve)
+    budget, resolution = 260_000, 8
+    lora.envelope([budget], max_length=1000, resolution=resolution, start=16, on_probe=lambda n, p: probes.append(n))
+    for i, n in enumerate(probes[1:], start=1):
+        longest_so_far = max(probes[:i])
+        if n > longest_so_far:  # a growth step, taken from the longest length that fitted
+            assert curve(n) <= budget * (1 + resolution / longest_so_far) ** 2
+
+
+def test_lengths_past_the_cap_are_never_tried(lora, monkeypatch):
+    probes: list[int] = []
+    monkeypatch.setattr(lora, "peak", curve)
+    envelope = lora.envelope([10**9], max_length=300, resolution=8, on_probe=lambda n, p: probes.append(n))
+    assert envelope.longest[10**9] == 300 and max(probes) == 300
+
+
+def test_budget_beyond_the_free_memory_is_one_error(lora):
+    with pytest.raises(BenchError, match="more than the .* GiB this host has free"):
+        lora.envelope([10_000 * GIB], max_length=64)
+
+
+def test_profile_command_prints_throughput_and_envelope_and_plots(tiny_esm, tmp_path):
+    plot = tmp_path / "envelope.png"
+    result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--device", "cpu",
+                    "--batch-size", "2", "--length", "16", "--steps", "1", "--budget", "0.5",
+                    "--max-length", "128", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert "train" in result.output and "inference" in result.output and "residues/s" in result.output
+    assert ">= 128 (the length cap, not memory)" in result.output  # a tiny model fits its cap in 0.5 GiB
+    assert plot.stat().st_size > 0
+
+
+def test_frozen_profiles_inference_only(tiny_esm):
+    result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--method", "frozen",
+                    "--device", "cpu", "--batch-size", "1", "--length", "8", "--steps", "1", "--no-envelope")
+    assert result.exit_code == 0, result.output
+    assert "inference" in result.output and "│ train" not in result.output
+
+
+def test_plot_without_envelope_is_one_line_error(tiny_esm):
+    result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--device", "cpu",
+                    "--no-envelope", "--plot", "x.png")
+    assert result.exit_code == 2
+    assert "--plot draws the memory envelope" in result.output and "Traceback" not in result.output
