@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import click
@@ -238,9 +239,7 @@ def styled(value) -> str:
     return f"[{colour}]{text(value)}[/]" if colour else text(value)
 
 
-from plm_bench import cli_data  # noqa: E402,F401  (attaches `bench data`; last, since it imports from here)
-
-__import__("plm_bench.cli_models")  # attaches `bench models` (last: it imports from here); not an import block
-__import__("plm_bench.cli_grid")  # attaches `bench grid` (last: it imports from here); not an import block
-__import__("plm_bench.cli_predict")  # attaches `bench predict` (last: it imports from here); not an import block
-__import__("plm_bench.cli_profile")  # attaches `bench profile` (last: it imports from here); not an import block
+# Subcommand groups live in their own modules, which import `main` from here to attach
+# themselves; importing them last keeps `bench --help` free of torch.
+for _commands in ("cli_data", "cli_models", "cli_grid", "cli_predict", "cli_profile"):
+    import_module(f"plm_bench.{_commands}")

@@ -64,8 +64,8 @@ def finished_run(store: Store, run_id: int) -> dict[str, Any]:
 
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
+    from plm_bench.fasta import read_fasta
     from plm_bench.task import Example, check_sequence
-    from plm_bench_plugins.formats import read_fasta
 
     try:
         text = fasta.read_text()

@@ -17,28 +17,8 @@ import numpy as np
 
 from plm_bench.data import SPLITS
 from plm_bench.errors import BenchError
+from plm_bench.fasta import read_fasta
 from plm_bench.task import Example, Files, Form, Labels, Parser, Splits
-
-FastaRecord = tuple[str, str, list[str], int]  # id, header after the id, content lines, header line number
-
-
-def read_fasta(text: str, where: str) -> list[FastaRecord]:
-    """Records of a FASTA text (sequences may span lines)."""
-    records: list[FastaRecord] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if line.startswith(">"):
-            name, _, rest = line[1:].strip().partition(" ")
-            if not name:
-                raise BenchError(f"{where} line {number}: a header without an id")
-            records.append((name, rest.strip(), [], number))
-        elif line:
-            if not records:
-                raise BenchError(f"{where} line {number}: text before the first '>' header; is this FASTA?")
-            records[-1][2].append(line)
-    if not records:
-        raise BenchError(f"{where}: no FASTA records")
-    return records
 
 
 def header_fields(header: str) -> dict[str, str]:
