@@ -10,16 +10,19 @@ method's learning rate:
   longest sequence (dynamic padding), in ``--dtype`` (auto: fp32 on CPU, bf16 on GPU, where
   SDPA attention kernels apply).
 
-The study's batches: 8 sequences for protein-level tasks, 1 for residue-level ones. Residues/s
-counts real residues only. Outputs-equal check: on the first batch, with dropout off and the
-same weights, both give the same loss and the same gradients within tolerance. Target: >= 1.5x
-on CPU, >= 2x on GPU.
+With ``--init random`` (the default) ESM2 weights are drawn once and saved with the published
+checkpoints' config (dropout 0.0; see ``notebook_baseline.save_random_esm``), then loaded like
+pretrained weights. The study's batches: 8 sequences for protein-level tasks, 1 for
+residue-level ones. Residues/s counts real residues only. Outputs-equal check: on the batch
+whose padding differs most between the paths, with dropout off and the same weights, both give
+the same loss and the same gradients within tolerance. Target: >= 1.5x on CPU, >= 2x on GPU.
 
     python benchmarks/finetune_throughput.py --data-dir ../shared/datasets
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -37,9 +40,11 @@ from notebook_baseline import (
     sample,
     timed,
     verdict,
+    weights,
 )
 
 from plm_bench import plugins
+from plm_bench.batching import length_buckets
 from plm_bench.cli import default_data_dir
 from plm_bench.profile import bf16_peak_flops, model_flops
 from plm_bench.protocol import RunConfig, build
@@ -89,19 +94,22 @@ def same_step(notebook: Model, ours: Model, split: NotebookSplit, task: Task, ro
     return max(gradient_error, loss_error)
 
 
-def measure(method: str, task: Task, examples: list[Example], batch_size: int, repeats: int, config: RunConfig,
-            dtype: str, device: torch.device) -> dict:
+def padded_tokens(batches: list[list[int]], lengths: list[int], width: int | None = None) -> int:
+    """Residue positions a pass over ``batches`` computes: each batch as wide as its longest, or ``width``."""
+    return sum(len(b) * (width or max(lengths[i] for i in b)) for b in batches)
+
+
+def measure(task: Task, examples: list[Example], split_longest: int, batches: list[list[int]], repeats: int,
+            config: RunConfig, dtype: str, device: torch.device) -> dict:
     """Median seconds per epoch of both paths, and the outputs-equal error, for one method."""
     _, notebook = build(config, task, device)  # fp32, as the notebooks train on CPU
     _, ours = build(RunConfig(**{**config.__dict__, "dtype": dtype}), task, device)  # same seed, same weights
-    split = NotebookSplit(notebook.backbone, examples)
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    split = NotebookSplit(notebook.backbone, examples, split_longest)
     # checked on the batch whose own longest is shortest: there the two paths differ most in padding
     error = same_step(notebook, ours, split, task, min(batches, key=lambda b: max(int(split.lengths[i]) for i in b)))
     base_optimizer = torch.optim.AdamW(notebook.trainable_parameters(), lr=config.lr)
     our_optimizer = torch.optim.AdamW(ours.trainable_parameters(), lr=config.lr)
-    state = fresh_state(batch_size)
+    state = fresh_state(max(map(len, batches)))
 
     def notebook_step(rows: list[int]) -> None:
         base_optimizer.zero_grad()
@@ -127,7 +135,8 @@ def measure(method: str, task: Task, examples: list[Example], batch_size: int, r
     backbone = ours.backbone
     return {"base": median(base_seconds), "ours": median(our_seconds), "error": error, "backbone": backbone,
             "full": all(p.requires_grad for p in backbone.parameters()),
-            "tolerance": TOLERANCE[next(backbone.parameters()).dtype], "width": split.width}
+            "tolerance": TOLERANCE[next(backbone.parameters()).dtype],
+            "notebook_width": split.row_residues}
 
 
 @click.command()
@@ -150,17 +159,25 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
     """Fine-tuning residues/s: notebook padding vs the harness's dynamic padding, per method."""
     task_spec: Task = plugins.get("task", task)
     batch_size = batch_size or (8 if task_spec.level == "protein" else 1)
-    examples = sample(task, data_dir or default_data_dir(), SPLITS[task], records, max_residues)
+    examples, split_longest = sample(task, data_dir or default_data_dir(), SPLITS[task], records, max_residues)
     residues = sum(len(e.sequence) for e in examples)
     torch_device = torch.device(device)
     peak = bf16_peak_flops(torch_device)
     rows, notes, failed = [], [], False
-    for method in methods:
-        spec = plugins.get("method", method)
-        config = RunConfig(backbone=backbone, task=task, method=method, head=f"mlp-{task_spec.level}", seed=1,
-                           lr=spec.default_lr, backbone_path=backbone_path, dtype="fp32", init=init,
-                           method_options=spec.resolve_options({}))
-        result = measure(method, task_spec, examples, batch_size, repeats, config, dtype, torch_device)
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(1)).tolist()  # the Trainer shuffles
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    with tempfile.TemporaryDirectory(prefix="plm-bench-finetune-") as scratch:
+        path, load_init, label = weights(backbone, backbone_path, init, Path(scratch))
+        results = {}
+        for method in methods:
+            spec = plugins.get("method", method)
+            config = RunConfig(backbone=backbone, task=task, method=method, head=f"mlp-{task_spec.level}", seed=1,
+                               lr=spec.default_lr, backbone_path=path, dtype="fp32", init=load_init,
+                               method_options=spec.resolve_options({}))
+            results[method] = measure(task_spec, examples, split_longest, batches, repeats, config, dtype,
+                                      torch_device)
+    width = next(iter(results.values()))["notebook_width"]
+    for method, result in results.items():
         backbone_model = result["backbone"]
         parameters = sum(p.numel() for p in backbone_model.parameters())
         tokens = sum(backbone_model.tokenize([e.sequence])["input_ids"].numel() for e in examples)
@@ -175,12 +192,18 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
         notes += [f"{method}: ratio ours/notebook {ratio:.2f}x ({verdict(ratio, TARGETS[device])}); outputs equal: "
                   f"{'yes' if equal else 'NO'} (largest relative difference in loss and gradients "
                   f"{result['error']:.1e}; tolerance {result['tolerance']:.0e})"]
-    lengths = sorted(len(e.sequence) for e in examples)
+    lengths = [len(e.sequence) for e in examples]
+    bucketed = length_buckets(lengths, max_items=batch_size)
+    notes.append(f"residue positions computed per epoch: notebook {padded_tokens(batches, lengths, width):,} "
+                 f"(every row {width} wide, the split's longest), ours {padded_tokens(batches, lengths):,} "
+                 f"(shuffled batches), length-bucketed batches would compute {padded_tokens(bucketed, lengths):,}; "
+                 f"real residues {residues:,}")
+    lengths.sort()
     print_report(
         f"Fine-tuning on {task} ({len(examples)} records, {residues:,} residues, lengths {lengths[0]}-{lengths[-1]}, "
         f"median {lengths[len(lengths) // 2]}; batch {batch_size}), one epoch, median of {repeats}",
         rows, ["method", "path", "seconds/epoch", "residues/s", "MFU (bf16 peak)"],
-        [describe_backbone(backbone_model, init, device), *notes],
+        [describe_backbone(backbone_model, label, device), *notes],
     )
     if failed:
         raise SystemExit(1)

@@ -5,8 +5,10 @@ Both methods are the harness's (``plm_bench.protocol.build``) and are measured b
 ``plm_bench.profile``: a peak is the memory one AdamW step at batch 1 needs, weights and optimizer
 state included (CUDA: the caching allocator's peak reservation; CPU: the process's peak resident
 set above what it held before the model was built). Full fine-tuning is the reference, LoRA the
-method under test. Outputs-equal check: LoRA, before training, computes the same embeddings as
-the backbone it adapts (its B matrices start at zero), so the two measure the same model.
+method under test. Random ESM2 weights are saved with the published config first (dropout 0.0,
+whose masks would otherwise be kept for the backward pass). Outputs-equal check: LoRA, before
+training, computes the same embeddings as the backbone it adapts (its B matrices start at
+zero), so the two measure the same model.
 
     python benchmarks/memory_envelope.py --budget 1 --budget 2
     python benchmarks/memory_envelope.py --device cuda --backbone esm2-650m --budget 8 --budget 16 --budget 24
@@ -14,9 +16,12 @@ the backbone it adapts (its B matrices start at zero), so the two measure the sa
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import click
 import torch
-from notebook_baseline import BACKBONE, BACKBONE_PATH, DEVICE, INIT, describe_backbone, print_report
+from notebook_baseline import BACKBONE, BACKBONE_PATH, DEVICE, INIT, describe_backbone, print_report, weights
 
 from plm_bench.profile import GIB, Profiler, profile_config, synthetic_examples
 
@@ -55,18 +60,20 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
     embeddings: dict[str, torch.Tensor] = {}
     budget_bytes = [int(b * GIB) for b in budgets]
     cap = 0
-    for method in METHODS:
-        profiler = Profiler(profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init),
-                            torch_device)
-        with torch.no_grad():
-            embeddings[method] = profiler.backbone.eval().embed(probe).hidden.float().cpu()
-        cap = max_length or profiler.backbone.max_length or 4096
-        peaks[method] = {n: profiler.peak(n) for n in sorted(lengths) if n <= cap}
-        envelope = profiler.envelope(budget_bytes, cap, resolution, measured=peaks[method])
-        longest[method] = envelope.longest
-        described = describe_backbone(profiler.backbone, init, device)
-        tolerance = TOLERANCE[next(profiler.backbone.parameters()).dtype]
-        del profiler  # the next method measures without this one's memory
+    with tempfile.TemporaryDirectory(prefix="plm-bench-memory-") as scratch:
+        path, load_init, label = weights(backbone, backbone_path, init, Path(scratch))
+        for method in METHODS:
+            profiler = Profiler(profile_config(backbone, method, backbone_path=path, dtype=dtype, init=load_init),
+                                torch_device)
+            with torch.no_grad():
+                embeddings[method] = profiler.backbone.eval().embed(probe).hidden.float().cpu()
+            cap = max_length or profiler.backbone.max_length or 4096
+            peaks[method] = {n: profiler.peak(n) for n in sorted(lengths) if n <= cap}
+            envelope = profiler.envelope(budget_bytes, cap, resolution, measured=peaks[method])
+            longest[method] = envelope.longest
+            described = describe_backbone(profiler.backbone, label, device)
+            tolerance = TOLERANCE[next(profiler.backbone.parameters()).dtype]
+            del profiler  # the next method measures without this one's memory
     full, lora = METHODS
     error = float((embeddings[lora] - embeddings[full]).abs().max() / embeddings[full].abs().max())
     rows = [(f"{n} residues", gib(peaks[full][n]), gib(peaks[lora][n]), ratio(peaks[full][n], peaks[lora][n]))

@@ -31,6 +31,7 @@ import click
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 from transformers.utils import logging as transformers_logging
 
 from plm_bench import plugins
@@ -73,14 +74,16 @@ def length_diverse_set(data_dir: Path, per_task: int, max_residues: int, seed: i
     return chosen
 
 
-def sample(task: str, data_dir: Path, split: str, count: int, max_residues: int, seed: int = 0) -> list[Example]:
-    """``count`` records of one split of ``task`` (at most ``max_residues`` each), sampled with ``seed``."""
-    examples = [e for e in plugins.get("task", task).load(data_dir, (split,))[split]
-                if len(e.sequence) <= max_residues]
+def sample(task: str, data_dir: Path, split: str, count: int, max_residues: int,
+           seed: int = 0) -> tuple[list[Example], int]:
+    """``count`` records of one split of ``task`` (at most ``max_residues`` each), sampled with
+    ``seed``, and the length of the split's longest record (which the notebooks pad every row to)."""
+    everything = plugins.get("task", task).load(data_dir, (split,))[split]
+    examples = [e for e in everything if len(e.sequence) <= max_residues]
     if len(examples) < count:
         raise BenchError(f"task {task} split {split} has {len(examples)} records of at most {max_residues} "
                          f"residues, fewer than the {count} asked for: lower the count")
-    return random.Random(seed).sample(examples, count)
+    return random.Random(seed).sample(examples, count), max(len(e.sequence) for e in everything)
 
 
 def load(backbone: str, *, backbone_path: str | None, init: str, device: str, dtype: str = "fp32",
@@ -96,18 +99,33 @@ def load(backbone: str, *, backbone_path: str | None, init: str, device: str, dt
 
 def save_random_esm(backbone: str, folder: Path, seed: int = 1) -> Path:
     """Save the random-init architecture of ESM2 backbone ``backbone`` like a hub checkpoint
-    (weights, config and ESM2's vocab.txt), so every seed of a run loads the *same* weights:
-    with ``--init random`` each seed draws its own, and no cache could be shared across seeds."""
+    (weights, config and ESM2's vocab.txt), so every seed of a run loads the *same* weights
+    (with ``--init random`` each seed draws its own, and no cache could be shared across seeds).
+
+    The config gets the published checkpoints' dropout, 0.0: ``--init random`` keeps
+    transformers' default of 0.1, whose random masks cost more than half of a CPU training
+    forward and whose saved masks inflate peak memory, so timings would not be ESM2's."""
     from transformers import EsmTokenizer
 
     if plugins.get("backbone", backbone).family != "esm2":
         raise BenchError(f"backbone {backbone} is not ESM2: pass its weights with --backbone-path instead")
     model = load(backbone, backbone_path=None, init="random", device="cpu", seed=seed).model
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
     EsmTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     return folder
+
+
+def weights(backbone: str, backbone_path: str | None, init: str, folder: Path) -> tuple[str | None, str, str]:
+    """``(backbone_path, init, label)`` to measure with: given weights as they are; random ESM2
+    weights saved once with the published config (see :func:`save_random_esm`); else ``init``."""
+    if backbone_path is not None:
+        return backbone_path, "pretrained", f"{backbone_path}'s"
+    if init == "random" and plugins.get("backbone", backbone).family == "esm2":
+        return str(save_random_esm(backbone, folder)), "pretrained", "saved random (published ESM2 config)"
+    return None, init, init
 
 
 @torch.no_grad()
@@ -127,24 +145,31 @@ def notebook_embed(backbone: TransformerBackbone, sequences: Sequence[str]) -> l
 class NotebookSplit:
     """A split tokenized the fine-tuning notebooks' way: all at once, padded to its longest.
 
-    ``batch(rows)`` is what the notebooks' Trainer feeds the model: those rows of the padded
-    tensors, every one as wide as the split's longest sequence.
+    ``examples`` are the rows to train on (a sample of the split, to keep a benchmark short);
+    ``split_longest`` is the longest sequence of the whole split, which sets the notebooks'
+    padded width (capped at 1024 tokens by their truncation). :meth:`loss` is what their Trainer
+    computes for a batch of those rows, every one as wide as that.
     """
 
-    def __init__(self, backbone: TransformerBackbone, examples: Sequence[Example]) -> None:
+    def __init__(self, backbone: TransformerBackbone, examples: Sequence[Example],
+                 split_longest: int | None = None) -> None:
         self.examples = list(examples)
         encoded = backbone.vocabulary.encode([e.sequence for e in self.examples])
+        vocabulary = backbone.vocabulary
         width = encoded["input_ids"].shape[1]
         if width > NOTEBOOK_MAX_TOKENS:
             longest = max(self.examples, key=lambda e: len(e.sequence))
             raise BenchError(f"record {longest.id} ({len(longest.sequence)} residues) takes {width} tokens; the "
                              f"notebooks truncate at {NOTEBOOK_MAX_TOKENS}, which would change what the baseline "
                              "computes: pick records that fit (lower --max-residues)")
-        self.input_ids = encoded["input_ids"]
-        self.attention_mask = encoded["attention_mask"]
+        specials = len(vocabulary.prefix) + len(vocabulary.suffix)
+        padded = max(width, min((split_longest or 0) + specials, NOTEBOOK_MAX_TOKENS))
+        self.input_ids = nn.functional.pad(encoded["input_ids"], (0, padded - width), value=vocabulary.pad)
+        self.attention_mask = nn.functional.pad(encoded["attention_mask"], (0, padded - width), value=0)
         self.lengths = torch.tensor([len(e.sequence) for e in self.examples])
-        self.start = len(backbone.vocabulary.prefix)
+        self.start = len(vocabulary.prefix)
         self.width = int(self.lengths.max())
+        self.row_residues = padded - specials  # residue positions every row computes
 
     def loss(self, model: Model, task: Task, rows: Sequence[int]) -> torch.Tensor:
         """The loss of one batch of ``rows``, computed at the split's full padded width."""

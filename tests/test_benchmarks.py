@@ -40,6 +40,9 @@ def test_notebook_split_is_the_tokenizers_whole_split_padding(tiny_esm, backbone
     split = notebook_baseline.NotebookSplit(backbone, [Example(str(i), s, 0.0) for i, s in enumerate(sequences)])
     assert torch.equal(split.input_ids, expected["input_ids"])  # every row as wide as the split's longest
     assert torch.equal(split.attention_mask, expected["attention_mask"])
+    rows = [Example(str(i), s, 0.0) for i, s in enumerate(sequences)]
+    assert notebook_baseline.NotebookSplit(backbone, rows, split_longest=50).input_ids.shape[1] == 52  # + cls, eos
+    assert notebook_baseline.NotebookSplit(backbone, rows, split_longest=5000).input_ids.shape[1] == 1024  # truncated
 
 
 def test_notebook_embedding_is_the_models_output_on_the_sequence_alone(tiny_esm, backbone):
@@ -61,6 +64,7 @@ def test_saved_random_esm_loads_as_the_same_weights(tmp_path):
     saved = notebook_baseline.load("esm2-8m", backbone_path=str(folder), init="pretrained", device="cpu")
     drawn = notebook_baseline.load("esm2-8m", backbone_path=None, init="random", device="cpu")
     assert saved.vocabulary == drawn.vocabulary
+    assert saved.model.config.attention_probs_dropout_prob == saved.model.config.hidden_dropout_prob == 0.0
     with torch.no_grad():  # eval: a freshly built model is in training mode, dropout on
         assert torch.equal(saved.eval().embed(["MKTAYIAK"]).hidden, drawn.eval().embed(["MKTAYIAK"]).hidden)
 
