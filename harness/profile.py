@@ -12,7 +12,7 @@ sequence length, and from it the longest sequence that trains within a memory bu
 study's Figure 5b). A peak is what the step needs, weights and optimizer state included: on
 CUDA the most memory torch's caching allocator reserved (what the device must hold); on CPU the
 process's peak resident set (Linux ``VmHWM``, reset before each step) above what the process
-held before the model was built.
+held apart from the model (see :class:`MemoryMeter`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import gc
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ GIB = 1024**3
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 RESET_PEAK_RSS = "5"  # written to clear_refs: VmHWM := VmRSS (Linux >= 4.0)
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against
 # torch.cuda.get_device_name in this order (more specific names first).
@@ -91,24 +92,28 @@ def _proc_bytes(field: str) -> int:
 class MemoryMeter:
     """Peak memory of one piece of work on ``device``, weights and optimizer state included.
 
-    Create it before the model: on CPU it records the process's resident set at that moment as
-    the floor that peaks are measured above (the interpreter and libraries are not the model's).
+    On CUDA that is torch's peak reservation. On CPU it is the process's peak resident set
+    during the work, above a floor taken just before it: the resident set then, less ``held()``,
+    the bytes the measured model already holds (weights, gradients, optimizer state). So the
+    interpreter, libraries and whatever else the process holds or frees meanwhile do not count.
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, held: Callable[[], int] = lambda: 0) -> None:
         self.device = device
+        self.held = held
         self._trim = None
         if device.type == "cpu":
             if not (PROC_STATUS.is_file() and PROC_CLEAR_REFS.exists()):
                 raise BenchError("measuring CPU memory needs Linux's /proc/self/status and clear_refs; "
                                  "run the memory profile on Linux or on a CUDA device (--device cuda)")
-            libc = ctypes.util.find_library("c")
-            # glibc keeps freed heap pages; returning them makes the next peak this work's own
-            self._trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
-            self._settle()
-            self.floor = _proc_bytes("VmRSS")
-        else:
-            self.floor = 0
+            name = ctypes.util.find_library("c")
+            libc = ctypes.CDLL(name) if name else None
+            # glibc keeps freed heap pages, and after freeing big blocks it raises its mmap threshold so
+            # later big blocks reuse resident heap: both would hide this work's peak. A fixed threshold
+            # makes big tensors mmap'd (given back on free) and trimming returns the rest.
+            if libc is not None and hasattr(libc, "mallopt"):
+                libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+            self._trim = getattr(libc, "malloc_trim", None)
 
     def _settle(self) -> None:
         gc.collect()
@@ -126,18 +131,26 @@ class MemoryMeter:
             work()
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_reserved(self.device)
+        floor = _proc_bytes("VmRSS") - self.held()
         PROC_CLEAR_REFS.write_text(RESET_PEAK_RSS)
         work()
-        return max(0, _proc_bytes("VmHWM") - self.floor)
+        return max(0, _proc_bytes("VmHWM") - floor)
 
     def available(self) -> int:
-        """Memory the work could still take: free device memory, or the host's MemAvailable."""
+        """Memory the work could still take: free device memory, or the host's MemAvailable, plus
+        what it holds already."""
         if self.device.type == "cuda":
             return torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 + _proc_bytes("VmRSS") - self.floor
+                return int(line.split()[1]) * 1024 + self.held()
         raise BenchError("/proc/meminfo has no MemAvailable line; give budgets below the free memory")
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (tied weights and views count once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 @dataclass(frozen=True)
@@ -175,13 +188,21 @@ class Profiler:
 
     def __init__(self, config: RunConfig, device: torch.device, peak_flops: float | None = None) -> None:
         self.device = device
-        self.meter = MemoryMeter(device)  # before the model, so the CPU floor excludes it
         self.backbone, self.model = build(config, PROFILE_TASK, device)
+        self.meter = MemoryMeter(device, held=self.held_bytes)
         self.trains = self.model.backbone is not None
         self.optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=config.lr)
         self.parameters = sum(p.numel() for p in self.backbone.parameters())
         self.full = self.trains and all(p.requires_grad for p in self.backbone.parameters())
         self.peak_flops = peak_flops if peak_flops is not None else bf16_peak_flops(device)
+
+    def held_bytes(self) -> int:
+        """What the model holds between steps: weights, buffers, gradients and optimizer state."""
+        modules = (self.backbone, self.model)
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        tensors += [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+        tensors += [v for state in self.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+        return tensor_bytes(tensors)
 
     @property
     def mode(self) -> str:
