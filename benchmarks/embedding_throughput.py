@@ -95,7 +95,8 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
         f"Embedding extraction: {len(sequences)} sequences, {residues:,} residues "
         f"(lengths {lengths[0]}-{lengths[-1]}, median {lengths[len(lengths) // 2]}), median of {repeats}",
         [row("notebook: one sequence at a time, fp32", base_seconds, base_rate),
-         row(f"ours: embed_all, bucketed batches of <= {batch_size}", our_seconds, our_rate)],
+         row(f"ours: embed_all, bucketed batches of <= {batch_size}, "
+             f"{str(next(ours.parameters()).dtype).removeprefix('torch.')}", our_seconds, our_rate)],
         ["path", "seconds", "residues/s", "MFU (bf16 peak)"],
         [describe_backbone(notebook, init, device),
          f"ratio ours/notebook: {ratio:.2f}x ({verdict(ratio, TARGET)})",

@@ -94,7 +94,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     console.print(table)
     if envelope is None:
         return
-    memory = "peak reserved GPU memory" if torch_device.type == "cuda" else "peak process memory above the start"
+    memory = "peak reserved GPU memory" if torch_device.type == "cuda" else "peak resident memory of model and step"
     budgets_table = Table("budget (GiB)", "longest sequence at batch 1 (residues)",
                           title=f"Memory envelope: one {profiler.mode} step at batch 1 ({memory}), "
                                 f"to {resolution} residues")
@@ -128,4 +128,6 @@ def device_name(device) -> str:
 
     import torch
 
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({', '.join(filter(None, [platform.processor(), f'{torch.get_num_threads()} threads']))})"
