@@ -88,29 +88,36 @@ def notebook_run(config: RunConfig, context: RunContext) -> tuple[float, float]:
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--tolerance", type=float, default=0.01, show_default=True,
               help="Largest |ours - notebook| test metric allowed per seed.")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Times to run both sides (ours from an empty cache each time); medians are reported.")
 def main(backbone: str, backbone_path: str | None, task: str, device: str, data_dir: Path | None, seeds: int,
-         limit_train: int, limit_eval: int, epochs: int, tolerance: float) -> None:
+         limit_train: int, limit_eval: int, epochs: int, tolerance: float, repeats: int) -> None:
     """Frozen protocol over N seeds: notebook (re-embed every seed) vs harness (embedding cache)."""
     data_dir = data_dir or default_data_dir()
     previous_cache = os.environ.get(CACHE_ENV)
+    base_times, our_times = [], []
     try:
         with tempfile.TemporaryDirectory(prefix="plm-bench-frozen-") as scratch:
             weights = backbone_path or str(save_random_esm(backbone, Path(scratch) / "weights"))
-            os.environ[CACHE_ENV] = str(Path(scratch) / "cache")  # ours starts from an empty cache
             context = RunContext(data_dir=data_dir, device=device)
             configs = [RunConfig(backbone=backbone, task=task, method="frozen", seed=seed, epochs=epochs,
                                  backbone_path=weights, dtype="fp32", limit_train=limit_train,
                                  limit_eval=limit_eval).resolved() for seed in range(1, seeds + 1)]
-            base_runs: list[tuple[float, float]] = []
+            base_runs: list[tuple[float, float]] = []  # the last repeat's (all repeats compute the same)
             records: list[dict] = []
-            # ours first: whatever the first run warms up (page cache, thread pools) favours the baseline
-            our_seconds = timed(lambda: records.extend(execute(c, context) for c in configs), device)
-            base_seconds = timed(lambda: base_runs.extend(notebook_run(c, context) for c in configs), device)
+            for repeat in range(repeats):
+                os.environ[CACHE_ENV] = str(Path(scratch) / f"cache-{repeat}")  # ours starts from an empty cache
+                base_runs.clear()
+                records.clear()
+                # ours first: whatever the first run warms up (page cache, thread pools) favours the baseline
+                our_times.append(timed(lambda: records.extend(execute(c, context) for c in configs), device))
+                base_times.append(timed(lambda: base_runs.extend(notebook_run(c, context) for c in configs), device))
     finally:
         if previous_cache is None:
             os.environ.pop(CACHE_ENV, None)
         else:
             os.environ[CACHE_ENV] = previous_cache
+    base_seconds, our_seconds = median(base_times), median(our_times)
     base_metrics = [metric for metric, _ in base_runs]
     our_metrics = [r["metrics"]["test"][r["primary_metric"]] for r in records]
     worst = max(abs(a - b) for a, b in zip(our_metrics, base_metrics, strict=True))
@@ -119,7 +126,7 @@ def main(backbone: str, backbone_path: str | None, task: str, device: str, data_
     embed_seconds = [r["cost"]["embed_seconds"] for r in records]
     print_report(
         f"Frozen protocol, {task} (first {limit_train} train / {limit_eval} valid and test records), "
-        f"{seeds} seeds x {epochs} epochs",
+        f"{seeds} seeds x {epochs} epochs, median of {repeats}",
         [("notebook: re-embed per seed, one sequence at a time", f"{base_seconds:.1f}",
           " ".join(f"{m:.4f}" for m in base_metrics)),
          ("ours: execute() with the embedding cache", f"{our_seconds:.1f}",
