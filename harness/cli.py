@@ -124,8 +124,8 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from plm_bench.artifacts import folder_for
-    from plm_bench.protocol import RunConfig, RunContext, execute, failed_record
-    from plm_bench.store import Store
+    from plm_bench.protocol import RunConfig, RunContext, environment, execute
+    from plm_bench.store import Store, failed_record
 
     if seed_list and seed_count:
         raise BenchError("give either --seed (explicit seeds) or --seeds N, not both")
@@ -159,7 +159,7 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
             except BenchError:
                 raise  # a problem the user must fix first: one line, nothing stored
             except Exception as exc:  # a crash mid-run is recorded as failed; other seeds go on
-                record = failed_record(config, context, exc)
+                record = failed_record(config, f"{type(exc).__name__}: {exc}", environment(context.torch_device))
             record["run_id"] = results.add(record)
             status = record["status"]
         if status == "failed":

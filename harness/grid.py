@@ -14,8 +14,7 @@ import importlib
 import inspect
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -26,10 +25,10 @@ from plm_bench import plugins
 from plm_bench.errors import BenchError
 from plm_bench.resources import load_toml
 from plm_bench.specs import LauncherSpec
+from plm_bench.store import Store, failed_record
 
 if TYPE_CHECKING:
     from plm_bench.protocol import RunConfig
-    from plm_bench.store import Store
 
 # The axes a grid multiplies, in the order runs are listed, and their defaults.
 AXES = ("backbones", "tasks", "methods", "heads", "seeds")
@@ -179,7 +178,7 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
             try:
                 run_id = store.add(record)
             except BenchError as exc:
-                record = lost_record(config, str(exc))
+                record = failed_record(config, str(exc), {})  # no worker environment here
                 run_id = store.add(record)
             stored.append({**record, "run_id": run_id})
             if on_record:
@@ -192,22 +191,6 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
         raise BenchError(f"launcher {launcher.name} returned no record for {len(expected)} runs; "
                          "rerun the grid to retry them")
     return stored
-
-
-def lost_record(config: RunConfig, error: str) -> dict:
-    """The failed record of a run that could not report itself (its worker died, or the store
-    refused its record), so the store shows it and a rerun retries it. Unlike
-    ``protocol.failed_record`` it is written on the driver, which knows no worker environment."""
-    return {
-        "config": asdict(config),
-        "config_hash": config.hash,
-        "status": "failed",
-        "error": error,
-        "primary_metric": "",
-        "metrics": {},
-        "environment": {},  # the worker that knew it is gone
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    }
 
 
 def optional_module(name: str, extra: str) -> ModuleType:

@@ -29,6 +29,7 @@ from plm_bench.errors import BenchError
 from plm_bench.metrics import evaluate, score
 from plm_bench.profiling import peak_memory, per_second, reset_peak_memory
 from plm_bench.statistics import bootstrap_ci
+from plm_bench.store import failed_record
 from plm_bench.task import Example, Task
 from plm_bench.training import Model, predict, restore, train
 
@@ -115,20 +116,7 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
     try:
         return execute(config, context)
     except Exception as exc:  # recorded, not swallowed: the record carries the error
-        return failed_record(config, context, exc)
-
-
-def failed_record(config: RunConfig, context: RunContext, exc: Exception) -> dict:
-    return {
-        "config": asdict(config),
-        "config_hash": config.hash,
-        "status": "failed",
-        "error": f"{type(exc).__name__}: {exc}",
-        "primary_metric": "",
-        "metrics": {},
-        "environment": environment(context.torch_device),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    }
+        return failed_record(config, f"{type(exc).__name__}: {exc}", environment(context.torch_device))
 
 
 def execute(config: RunConfig, context: RunContext) -> dict:

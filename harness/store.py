@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import asdict
+from datetime import datetime, timezone
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jsonschema
 
 from plm_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from plm_bench.protocol import RunConfig
 
 DEFAULT_STORE = "bench-results.sqlite"
 
@@ -98,3 +104,21 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def failed_record(config: RunConfig, error: str, environment: dict) -> dict:
+    """The record of a run that did not finish, so the store shows it and a rerun retries it.
+
+    ``environment`` is that of the process that ran it; a driver whose worker died knows none
+    and passes ``{}``.
+    """
+    return {
+        "config": asdict(config),
+        "config_hash": config.hash,
+        "status": "failed",
+        "error": error,
+        "primary_metric": "",
+        "metrics": {},
+        "environment": environment,
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+    }

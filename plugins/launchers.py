@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plm_bench import hookimpl
-from plm_bench.grid import lost_record
 from plm_bench.specs import LauncherSpec
+from plm_bench.store import failed_record
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
@@ -78,7 +78,7 @@ def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, s
             if code != 0:
                 stderr.seek(0)
                 lines = [line for line in stderr.read().splitlines() if line.strip()] or ["no output"]
-                return lost_record(config, f"worker process exited with status {code}: {lines[-1]}")
+                return failed_record(config, f"worker process exited with status {code}: {lines[-1]}", {})
         return pickle.loads(job.with_suffix(".out").read_bytes())
     finally:
         slots.put(gpu)

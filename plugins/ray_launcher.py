@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from plm_bench.errors import BenchError
-from plm_bench.grid import lost_record, optional_module
+from plm_bench.grid import optional_module
+from plm_bench.store import failed_record
 
 if TYPE_CHECKING:
     from plm_bench.protocol import RunConfig
@@ -55,7 +56,7 @@ def launch_on_ray(configs: Sequence[RunConfig], execute: Callable[[RunConfig], d
                 record = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps the worker's exception
-                record = lost_record(config, f"{type(cause).__name__} on a Ray worker: {cause}")
+                record = failed_record(config, f"{type(cause).__name__} on a Ray worker: {cause}", {})
             yield record
     finally:
         for ref in pending:

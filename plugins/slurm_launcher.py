@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plm_bench.errors import BenchError
-from plm_bench.grid import lost_record, optional_module
+from plm_bench.grid import optional_module
+from plm_bench.store import failed_record
 
 if TYPE_CHECKING:
     from plm_bench.protocol import RunConfig
@@ -53,7 +54,7 @@ def launch_on_slurm(configs: Sequence[RunConfig], execute: Callable[[RunConfig],
             try:
                 record = job.result()
             except submitit.core.utils.UncompletedJobError as exc:  # timeout, preemption, killed node
-                record = lost_record(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}")
+                record = failed_record(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}", {})
             yield record
     finally:
         for job in jobs:
