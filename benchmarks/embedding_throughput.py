@@ -1,7 +1,7 @@
 """Figure 1: per-residue embedding extraction in residues/s, the study's notebook loop against the harness.
 
 Baseline: the Embedding_Generation notebook's loop (one sequence at a time, batch 1, fp32).
-Ours: ``plm_bench.protocol.embed_all``, the path every frozen run takes (length-bucketed batches
+Ours: ``plm_bench.run.protocol.embed_all``, the path every frozen run takes (length-bucketed batches
 of up to 8 sequences under a residue budget, each padded only to its own longest; on CUDA in
 bf16 by default). Both embed the same length-diverse real sequences (disorder and subcellular
 location) with the same weights. Outputs-equal check: every residue's embedding agrees within
@@ -33,10 +33,10 @@ from notebook_baseline import (
     verdict,
 )
 
-from plm_bench.backbone import resolve_dtype
-from plm_bench.cli import default_data_dir
-from plm_bench.profile import bf16_peak_flops, model_flops
-from plm_bench.protocol import RunContext, embed_all
+from plm_bench.measure.profiler import bf16_peak_flops, model_flops
+from plm_bench.models.backbone import resolve_dtype
+from plm_bench.run.protocol import RunContext, embed_all
+from plm_bench.tasks.sources import default_data_dir
 
 TARGET = 3.0
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}  # max |ours - notebook| / max |notebook|

@@ -1,12 +1,12 @@
 """Figure 3: fine-tuning throughput (LoRA and full) in residues/s, the study's notebook data path against the harness.
 
-Both sides train the same model (``plm_bench.protocol.build``: backbone, method, the study's
+Both sides train the same model (``plm_bench.run.protocol.build``: backbone, method, the study's
 head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
 method's learning rate:
 
 - notebook: the split tokenized at once with padding to its longest sequence (max 1024 tokens),
   so every batch runs at the split's full width, in fp32;
-- ours: ``plm_bench.training.step``, the protocol's step: each batch padded only to its own
+- ours: ``plm_bench.run.training.step``, the protocol's step: each batch padded only to its own
   longest sequence (dynamic padding), in ``--dtype`` (auto: fp32 on CPU, bf16 on GPU, where
   SDPA attention kernels apply).
 
@@ -44,12 +44,12 @@ from notebook_baseline import (
 )
 
 from plm_bench import plugins
-from plm_bench.batching import length_buckets
-from plm_bench.cli import default_data_dir
-from plm_bench.profile import bf16_peak_flops, model_flops
-from plm_bench.protocol import RunConfig, build
-from plm_bench.task import Example, Task
-from plm_bench.training import Model, Outcome, labels_for, loss_fn, step
+from plm_bench.measure.profiler import bf16_peak_flops, model_flops
+from plm_bench.run.batching import length_buckets
+from plm_bench.run.protocol import RunConfig, build
+from plm_bench.run.training import Model, Outcome, labels_for, loss_fn, step
+from plm_bench.tasks.sources import default_data_dir
+from plm_bench.tasks.task import Example, Task
 
 TARGETS = {"cpu": 1.5, "cuda": 2.0}
 TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 2e-2}  # relative, loss and gradients

@@ -5,7 +5,7 @@ the head with the harness's own loop and evaluate alike, so the ratio is the emb
 
 - notebook: per seed, the backbone is loaded, every split embedded one sequence at a time
   (fp32, batch 1), the head trained and the early-stopping checkpoint tested;
-- ours: ``plm_bench.protocol.execute`` per seed, whose on-disk embedding cache (empty at the
+- ours: ``plm_bench.run.protocol.execute`` per seed, whose on-disk embedding cache (empty at the
   start) is filled by the first seed and read by the other four.
 
 Per seed, both pay the same fixed costs (loading and verifying the task's files, the head's
@@ -41,12 +41,12 @@ from notebook_baseline import (
 )
 
 from plm_bench import plugins
-from plm_bench.cli import default_data_dir
-from plm_bench.embeddings import CACHE_ENV
-from plm_bench.metrics import evaluate, score
-from plm_bench.protocol import RunConfig, RunContext, build, execute, limit, seed_everything
-from plm_bench.statistics import bootstrap_ci
-from plm_bench.training import predict, restore, train
+from plm_bench.models.embeddings import CACHE_ENV
+from plm_bench.results.intervals import bootstrap_ci
+from plm_bench.run.protocol import RunConfig, RunContext, build, execute, limit, seed_everything
+from plm_bench.run.training import predict, restore, train
+from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.tasks.sources import default_data_dir
 
 TARGET = 4.0
 

@@ -1,8 +1,8 @@
 """Figure 4: peak memory of a training step, LoRA against full fine-tuning, and the longest sequence
 that trains at batch 1 within a memory budget (the study's Figure 5b, on whatever device runs it).
 
-Both methods are the harness's (``plm_bench.protocol.build``) and are measured by
-``plm_bench.profile``: a peak is the memory one AdamW step at batch 1 needs, weights and optimizer
+Both methods are the harness's (``plm_bench.run.protocol.build``) and are measured by
+``plm_bench.measure.profiler``: a peak is the memory one AdamW step at batch 1 needs, weights and optimizer
 state included (CUDA: the caching allocator's peak reservation; CPU: the process's peak resident
 set above what it held before the model was built). Full fine-tuning is the reference, LoRA the
 method under test. Random ESM2 weights are saved with the published config first (dropout 0.0,
@@ -23,7 +23,7 @@ import click
 import torch
 from notebook_baseline import BACKBONE, BACKBONE_PATH, DEVICE, INIT, describe_backbone, print_report, weights
 
-from plm_bench.profile import GIB, Profiler, profile_config, synthetic_examples
+from plm_bench.measure.profiler import GIB, Profiler, profile_config, synthetic_examples
 
 METHODS = ("full", "lora")  # reference first
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}  # max |lora - full| / max |full|

@@ -35,10 +35,10 @@ from torch import nn
 from transformers.utils import logging as transformers_logging
 
 from plm_bench import plugins
-from plm_bench.backbone import TransformerBackbone, load_backbone
 from plm_bench.errors import BenchError
-from plm_bench.task import Example, Task
-from plm_bench.training import Model, labels_for, loss_fn
+from plm_bench.models.backbone import TransformerBackbone, load_backbone
+from plm_bench.run.training import Model, labels_for, loss_fn
+from plm_bench.tasks.task import Example, Task
 
 NOTEBOOK_MAX_TOKENS = 1024  # tokenizer(..., max_length=1024, truncation=True) in the fine-tuning notebooks
 # ESM2's published vocabulary, in order (its vocab.txt); `--init random` builds the same ids.

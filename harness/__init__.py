@@ -4,7 +4,7 @@ The core holds the contracts (plugin hook specs, run protocol, results store); e
 task, head, adaptation method and launcher comes from a plugin.
 """
 
-from plm_bench.hookspecs import hookimpl
+from plm_bench.plugins.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 __all__ = ["hookimpl", "__version__"]

@@ -14,8 +14,8 @@ from typing import Any
 
 from plm_bench import hookimpl
 from plm_bench.errors import BenchError
-from plm_bench.resources import registry
-from plm_bench.specs import BackboneSpec
+from plm_bench.files import registry
+from plm_bench.plugins.specs import BackboneSpec
 
 FAMILIES = {  # family -> module with ``load(spec, entry, source, device, *, dtype, init)``
     "onehot": "plm_bench_plugins.onehot",

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from plm_bench.backbone import (
+from plm_bench.errors import BenchError
+from plm_bench.models.backbone import (
     ResidueVocabulary,
     TransformerBackbone,
     architecture,
@@ -25,9 +26,8 @@ from plm_bench.backbone import (
     synthetic_vocab,
     weights_source,
 )
-from plm_bench.errors import BenchError
-from plm_bench.hub import from_pretrained, load_model
-from plm_bench.specs import BackboneSpec
+from plm_bench.models.hub import from_pretrained, load_model
+from plm_bench.plugins.specs import BackboneSpec
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4 in ProtBERT's and AntiBERTy's vocabularies
 ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max_position_embeddings")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, EsmConfig, EsmModel
 
-from plm_bench.backbone import (
+from plm_bench.models.backbone import (
     ResidueVocabulary,
     TransformerBackbone,
     architecture,
@@ -16,8 +16,8 @@ from plm_bench.backbone import (
     synthetic_vocab,
     weights_source,
 )
-from plm_bench.hub import from_pretrained, load_model
-from plm_bench.specs import BackboneSpec
+from plm_bench.models.hub import from_pretrained, load_model
+from plm_bench.plugins.specs import BackboneSpec
 
 SPECIALS = ("<cls>", "<pad>", "<eos>", "<unk>")  # ids 0-3 in every ESM2 vocabulary
 ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max_position_embeddings")

@@ -15,10 +15,10 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from plm_bench.data import SPLITS
 from plm_bench.errors import BenchError
-from plm_bench.fasta import read_fasta
-from plm_bench.task import Example, Files, Form, Labels, Parser, Splits
+from plm_bench.tasks.fasta import read_fasta
+from plm_bench.tasks.sources import SPLITS
+from plm_bench.tasks.task import Example, Files, Form, Labels, Parser, Splits
 
 
 def header_fields(header: str) -> dict[str, str]:

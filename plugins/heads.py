@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from plm_bench import hookimpl
-from plm_bench.specs import HeadSpec
+from plm_bench.plugins.specs import HeadSpec
 
 
 def build_mlp(hidden_size: int, out_dim: int, level: str):

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plm_bench import hookimpl
-from plm_bench.specs import LauncherSpec
-from plm_bench.store import failed_record
+from plm_bench.plugins.specs import LauncherSpec
+from plm_bench.results.store import failed_record
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
 if TYPE_CHECKING:
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
 
 def visible_gpus() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from plm_bench import hookimpl
-from plm_bench.specs import MethodSpec
+from plm_bench.plugins.specs import MethodSpec
 
 # The study's LoRA: rank 4, alpha 1, every bias trained; no targets = the backbone's attention
 # q, k, v, o (its adapter_targets); ffn=true adds its feed-forward layers.

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from plm_bench.backbone import AMINO_ACIDS, Backbone, Residues, residue_mask, resolve_dtype
-from plm_bench.specs import BackboneSpec
+from plm_bench.models.backbone import AMINO_ACIDS, Backbone, Residues, residue_mask, resolve_dtype
+from plm_bench.plugins.specs import BackboneSpec
 
 
 class OneHot(Backbone):

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plm_bench.errors import BenchError
-from plm_bench.grid import optional_module
-from plm_bench.store import failed_record
+from plm_bench.results.store import failed_record
+from plm_bench.run.grid import optional_module
 
 if TYPE_CHECKING:
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
 
 def launch_on_slurm(configs: Sequence[RunConfig], execute: Callable[[RunConfig], dict],

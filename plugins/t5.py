@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from plm_bench.backbone import (
+from plm_bench.models.backbone import (
     ResidueVocabulary,
     TransformerBackbone,
     architecture,
@@ -24,8 +24,8 @@ from plm_bench.backbone import (
     synthetic_vocab,
     weights_source,
 )
-from plm_bench.hub import from_pretrained, load_model
-from plm_bench.specs import BackboneSpec
+from plm_bench.models.hub import from_pretrained, load_model
+from plm_bench.plugins.specs import BackboneSpec
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0-2 in every T5 vocabulary
 ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "d_kv", "feed_forward_proj",

@@ -1,5 +1,5 @@
 """Registers the declarative tasks: those registry.toml names (definitions in tasks/) and the
-user's own TOML files listed in ``$PLM_BENCH_TASK_FILES`` (see :func:`plm_bench.task.use_task_file`)."""
+user's own TOML files listed in ``$PLM_BENCH_TASK_FILES`` (see :func:`plm_bench.tasks.task.use_task_file`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from plm_bench import hookimpl
 from plm_bench.errors import BenchError
-from plm_bench.resources import load_toml, registry, task_definition_path
-from plm_bench.task import TASK_FILES, Task, custom_task_definition, declarative_task
+from plm_bench.files import load_toml, registry, task_definition_path
+from plm_bench.tasks.task import TASK_FILES, Task, custom_task_definition, declarative_task
 from plm_bench_plugins.formats import FORMATS
 
 

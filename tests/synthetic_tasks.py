@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from plm_bench import plugins
-from plm_bench.backbone import residue_mask
-from plm_bench.protocol import RunConfig, RunContext, build, frozen_features
-from plm_bench.task import Example, Task
-from plm_bench.training import labels_for, loss_fn, predict
+from plm_bench.models.backbone import residue_mask
+from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+from plm_bench.run.training import labels_for, loss_fn, predict
+from plm_bench.tasks.task import Example, Task
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 SIZES = {"train": 48, "valid": 16, "test": 16}

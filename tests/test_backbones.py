@@ -12,11 +12,11 @@ from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
 from plm_bench import plugins
-from plm_bench.backbone import AMINO_ACIDS, chunk_spans, load_backbone, resolve_dtype
-from plm_bench.batching import length_buckets
 from plm_bench.errors import BenchError
-from plm_bench.protocol import RunContext, embed_all
-from plm_bench.task import Example
+from plm_bench.models.backbone import AMINO_ACIDS, chunk_spans, load_backbone, resolve_dtype
+from plm_bench.run.batching import length_buckets
+from plm_bench.run.protocol import RunContext, embed_all
+from plm_bench.tasks.task import Example
 from plm_bench_plugins.backbones import spec_from_entry
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "GSUZBOXW", "MA", AMINO_ACIDS, "PEPTIDEKLMNQ"]

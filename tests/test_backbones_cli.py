@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from plm_bench.cli import main
-from plm_bench.store import Store
+from plm_bench.results.store import Store
 
 QUICK = ["--limit-train", "32", "--limit-eval", "16", "--epochs", "1"]
 
@@ -88,7 +88,7 @@ def test_fetched_weights_load_offline_by_hub_id(fake_hub, tmp_path):
     snapshot = next((tmp_path / "hf" / "hub").glob("models--facebook--esm2_t6_8M_UR50D/snapshots/*"))
     assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json",
                                                            "vocab.txt"]
-    load = ("from plm_bench import plugins; from plm_bench.backbone import load_backbone; "
+    load = ("from plm_bench import plugins; from plm_bench.models.backbone import load_backbone; "
             "print(load_backbone(plugins.get('backbone', 'esm2-8m'), 'facebook/esm2_t6_8M_UR50D', 'cpu')"
             ".embed(['MKV']).hidden.shape)")
     offline = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, timeout=120,

@@ -21,7 +21,7 @@ import memory_envelope  # noqa: E402
 import notebook_baseline  # noqa: E402
 
 from plm_bench.errors import BenchError  # noqa: E402
-from plm_bench.task import Example  # noqa: E402
+from plm_bench.tasks.task import Example  # noqa: E402
 
 
 def run(command, *args: str):

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from plm_bench import cli, data, plugins
+from plm_bench import plugins
+from plm_bench.cli import common as cli
 from plm_bench.cli import main
-from plm_bench.task import SPLITS
+from plm_bench.tasks import sources as data
+from plm_bench.tasks.task import SPLITS
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

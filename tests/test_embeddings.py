@@ -13,12 +13,13 @@ from synthetic_tasks import CHARGE, config, context, register_tasks
 from torch import nn
 from transformers import EsmModel
 
-from plm_bench import embeddings, plugins
-from plm_bench.data import current_umask
-from plm_bench.embeddings import EmbeddingCache, fingerprint
+from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.protocol import execute
-from plm_bench.task import Example, Task
+from plm_bench.models import embeddings
+from plm_bench.models.embeddings import EmbeddingCache, fingerprint
+from plm_bench.run.protocol import execute
+from plm_bench.tasks.sources import current_umask
+from plm_bench.tasks.task import Example, Task
 
 HIDDEN = 4
 

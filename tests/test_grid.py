@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from plm_bench import plugins
 from plm_bench.cli import main
-from plm_bench.embeddings import CACHE_ENV
 from plm_bench.errors import BenchError
-from plm_bench.grid import load_grid
-from plm_bench.protocol import RunConfig
-from plm_bench.specs import LauncherSpec
+from plm_bench.models.embeddings import CACHE_ENV
+from plm_bench.plugins.specs import LauncherSpec
+from plm_bench.run.grid import load_grid
+from plm_bench.run.protocol import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "[settings]\nepochs = 2\nlimit_train = 48\nlimit_eval = 24\n"

@@ -10,9 +10,9 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from plm_bench import leaderboard as lb
 from plm_bench.cli import main
-from plm_bench.store import Store
+from plm_bench.results import leaderboard as lb
+from plm_bench.results.store import Store
 
 
 def record(backbone, method, task, seed, value, seconds=10.0, memory=2**30):

@@ -7,10 +7,11 @@ import pytest
 import torch
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, TASKS, config, context, loss, register_tasks, untrained_predictions
 
-from plm_bench import plugins, protocol
-from plm_bench.cli_predict import predict_examples
+from plm_bench import plugins
+from plm_bench.cli.predict import predict_examples
 from plm_bench.errors import BenchError
-from plm_bench.protocol import RunConfig, execute
+from plm_bench.run import protocol
+from plm_bench.run.protocol import RunConfig, execute
 
 
 @pytest.fixture(autouse=True)

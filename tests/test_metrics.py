@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plm_bench import metrics
 from plm_bench.errors import BenchError
-from plm_bench.statistics import bootstrap_ci
-from plm_bench.task import Example, Task
+from plm_bench.results.intervals import bootstrap_ci
+from plm_bench.tasks import metrics
+from plm_bench.tasks.task import Example, Task
 
 
 def task(level: str, type: str, metric: str, secondary: tuple[str, ...] = (), classes: tuple[str, ...] = ()) -> Task:

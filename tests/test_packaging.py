@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 CHECK = """
 import plm_bench, plm_bench_plugins, sys
-from plm_bench.plugins import catalog
-from plm_bench.resources import registry_path
+from plm_bench.plugins.discovery import catalog
+from plm_bench.files import registry_path
 site = sys.argv[1]
 assert plm_bench.__file__.startswith(site), plm_bench.__file__
 assert plm_bench_plugins.__file__.startswith(site), plm_bench_plugins.__file__

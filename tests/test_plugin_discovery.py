@@ -45,7 +45,7 @@ def test_broken_plugin_is_reported_and_the_rest_work(tmp_path):
 def test_two_plugins_registering_one_name_is_an_error_naming_both(tmp_path):
     fake_distribution(tmp_path, "clash-plugin", "clash_plugin", """
         from plm_bench import hookimpl
-        from plm_bench.specs import HeadSpec
+        from plm_bench.plugins.specs import HeadSpec
 
         @hookimpl
         def register_heads(register):

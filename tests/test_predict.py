@@ -14,14 +14,16 @@ from click.testing import CliRunner
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, context, register_tasks
 from torch import nn
 
-from plm_bench import artifacts, plugins, protocol
+from plm_bench import plugins
 from plm_bench.cli import main
-from plm_bench.cli_predict import write_csv
-from plm_bench.data import current_umask
+from plm_bench.cli.predict import write_csv
 from plm_bench.errors import BenchError
-from plm_bench.protocol import RunConfig, execute
-from plm_bench.store import Store
-from plm_bench.task import TASK_FILES, Example, Task
+from plm_bench.results import artifacts
+from plm_bench.results.store import Store
+from plm_bench.run import protocol
+from plm_bench.run.protocol import RunConfig, execute
+from plm_bench.tasks.sources import current_umask
+from plm_bench.tasks.task import TASK_FILES, Example, Task
 
 
 @pytest.fixture(autouse=True)

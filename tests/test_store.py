@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from plm_bench.errors import BenchError
-from plm_bench.store import Store
+from plm_bench.results.store import Store
 
 RECORD = {
     "config": {"backbone": "onehot", "task": "gb1", "method": "frozen", "head": "mlp-protein", "seed": 1,

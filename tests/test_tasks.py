@@ -10,7 +10,7 @@ import pytest
 
 from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.task import SPLITS
+from plm_bench.tasks.task import SPLITS
 
 STUDY_SIZES = {  # the paper's Table 2 (train / valid / test)
     "gb1": (2691, 299, 5743),

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from plm_bench import plugins
 from plm_bench.cli import main
 from plm_bench.errors import BenchError
-from plm_bench.resources import load_toml, registry, task_definition_path
-from plm_bench.store import Store
-from plm_bench.task import SPLITS, TASK_FILES, declarative_task
+from plm_bench.files import load_toml, registry, task_definition_path
+from plm_bench.results.store import Store
+from plm_bench.tasks.task import SPLITS, TASK_FILES, declarative_task
 from plm_bench_plugins.formats import FORMATS
 from plm_bench_plugins.tasks import task_from_file
 

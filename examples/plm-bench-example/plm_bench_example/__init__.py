@@ -9,8 +9,8 @@ import random
 from pathlib import Path
 
 from plm_bench import hookimpl
-from plm_bench.specs import BackboneSpec
-from plm_bench.task import Example, Splits, Task
+from plm_bench.plugins.specs import BackboneSpec
+from plm_bench.tasks.task import Example, Splits, Task
 
 # Kyte-Doolittle hydropathy, charge at pH 7, and side-chain volume (Å^3) per residue.
 PROPERTIES = {

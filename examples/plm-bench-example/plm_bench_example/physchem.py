@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from plm_bench.backbone import Backbone, Residues, residue_mask
+from plm_bench.models.backbone import Backbone, Residues, residue_mask
 
 
 class PhysChem(Backbone):

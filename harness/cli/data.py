@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli import console, default_data_dir, main
+from plm_bench.cli.common import console
 from plm_bench.errors import BenchError
+from plm_bench.tasks.sources import default_data_dir
 
 DATA_DIR_HELP = "Data folder laid out <task folder>/<file> (default $PLM_BENCH_DATA, else ~/.cache/plm-bench/data)."
 
@@ -30,7 +31,7 @@ def declarative_tasks(names: tuple[str, ...]) -> list:
     return [t for _, t in sorted(plugins.catalog().items["task"].items()) if getattr(t, "forms", ())]
 
 
-@main.group()
+@click.group()
 def data() -> None:
     """Task data: fetch (download, verify, cache) and list what is present."""
 
@@ -48,7 +49,7 @@ def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, for
     A task whose data comes in several published forms gets the first form that can be
     fetched completely; a copy whose checksum differs is rejected and never cached.
     """
-    from plm_bench.data import fetch as fetch_files
+    from plm_bench.tasks.sources import fetch as fetch_files
 
     cache = data_dir or default_data_dir()
     table = Table("task", "file", "outcome", title=f"bench data fetch → {cache}")

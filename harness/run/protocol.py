@@ -21,17 +21,18 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from plm_bench import artifacts, plugins
-from plm_bench.backbone import Backbone, load_backbone
-from plm_bench.batching import length_buckets
-from plm_bench.embeddings import CachedFeatures, EmbeddingCache
+from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.metrics import evaluate, score
-from plm_bench.profiling import peak_memory, per_second, reset_peak_memory
-from plm_bench.statistics import bootstrap_ci
-from plm_bench.store import failed_record
-from plm_bench.task import Example, Task
-from plm_bench.training import Model, predict, restore, train
+from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
+from plm_bench.models.backbone import Backbone, load_backbone
+from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
+from plm_bench.results import artifacts
+from plm_bench.results.intervals import bootstrap_ci
+from plm_bench.results.store import failed_record
+from plm_bench.run.batching import length_buckets
+from plm_bench.run.training import Model, predict, restore, train
+from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.tasks.task import Example, Task
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 
 from plm_bench import plugins
-from plm_bench.backbone import AMINO_ACIDS
 from plm_bench.errors import BenchError
-from plm_bench.protocol import RunConfig, build
-from plm_bench.task import Example, Task
-from plm_bench.training import labels_for, loss_fn
+from plm_bench.models.backbone import AMINO_ACIDS
+from plm_bench.run.protocol import RunConfig, build
+from plm_bench.run.training import labels_for, loss_fn
+from plm_bench.tasks.task import Example, Task
 
 GIB = 1024**3
 PROC_STATUS = Path("/proc/self/status")
@@ -180,7 +180,7 @@ class Envelope:
 
 
 class Profiler:
-    """A run's model (as :func:`plm_bench.protocol.build` makes it) under measurement.
+    """A run's model (as :func:`plm_bench.run.protocol.build` makes it) under measurement.
 
     Methods that train the backbone are profiled by training steps; ``frozen`` by inference,
     since its backbone only ever embeds.

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from plm_bench import metrics, plugins
-from plm_bench.data import SPLITS, Source, missing, read_bytes, readable_text, status
+from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.resources import load_toml
+from plm_bench.files import load_toml
+from plm_bench.tasks import metrics
+from plm_bench.tasks.sources import SPLITS, Source, missing, read_bytes, readable_text, status
 
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
@@ -294,7 +295,7 @@ class Task:
         return tuple(s for s in SPLITS if any(not form.missing(root, (s,)) for form in self.forms))
 
     def source_status(self, root: Path) -> list[tuple[Form, Source, str]]:
-        """Each download unit of each form with its status (see :func:`plm_bench.data.status`)."""
+        """Each download unit of each form with its status (see :func:`plm_bench.tasks.sources.status`)."""
         rows, seen = [], set()
         for form in self.forms:
             for source in form.sources:

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from plm_bench.cli import console, main
+from plm_bench.cli.common import console
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from plm_bench.store import Store
-    from plm_bench.task import Example, Task
+    from plm_bench.results.store import Store
+    from plm_bench.tasks.task import Example, Task
 
 
-@main.command()
+@click.command()
 @click.option("--run", "run_id", type=int, required=True, help="Run id (the `run` column of `bench run`).")
 @click.argument("fasta", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
               help="The task TOML of a run made with `bench run --task FILE.toml`.")
 def predict(run_id: int, fasta: Path, output: Path, store: Path | None, device: str, task_file: Path | None) -> None:
     """Predict the sequences of FASTA with the trained model of run RUN_ID."""
-    from plm_bench.store import Store
-    from plm_bench.task import use_task_file
+    from plm_bench.results.store import Store
+    from plm_bench.tasks.task import use_task_file
 
     if task_file:
         use_task_file(task_file)
@@ -64,8 +64,8 @@ def finished_run(store: Store, run_id: int) -> dict[str, Any]:
 
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
-    from plm_bench.fasta import read_fasta
-    from plm_bench.task import Example, check_sequence
+    from plm_bench.tasks.fasta import read_fasta
+    from plm_bench.tasks.task import Example, check_sequence
 
     try:
         text = fasta.read_text()
@@ -87,9 +87,9 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     """The run's task and its raw predictions for ``examples`` (values, or class scores; arrays
     over residues for residue tasks), exactly as the run computed test predictions."""
     from plm_bench import plugins
-    from plm_bench.artifacts import folder_for, load_into, verified_path
-    from plm_bench.protocol import RunConfig, RunContext, build, frozen_features
-    from plm_bench.training import predict
+    from plm_bench.results.artifacts import folder_for, load_into, verified_path
+    from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+    from plm_bench.run.training import predict
 
     try:
         config = RunConfig(**record["config"])

@@ -20,8 +20,8 @@ from pathlib import Path
 from statistics import mean
 
 from plm_bench.errors import BenchError
-from plm_bench.resources import load_toml
-from plm_bench.statistics import mean_ci
+from plm_bench.files import load_toml
+from plm_bench.results.intervals import mean_ci
 
 Row = tuple[str, str, str]  # backbone, method, head
 FORMATS = ("table", "md", "csv", "json", "html")
@@ -186,7 +186,7 @@ def pareto(records: list[dict], cost: str = "train time (s)", metric: str | None
 @cache
 def study_reference() -> dict[tuple[str, str, str], tuple[float, float]]:
     """(backbone, task, method) -> (mean, 95% half-width) published by the study."""
-    path = Path(str(files("plm_bench").joinpath("study_reference.toml")))
+    path = Path(str(files("plm_bench.results").joinpath("study_reference.toml")))
     return {(r["backbone"], r["task"], r["method"]): (r["mean"], r["ci"]) for r in load_toml(path)["result"]}
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli import console, main
+from plm_bench.cli.common import console
 
 STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 
 
-@main.command()
+@click.command()
 @click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
 @click.option("--method", default="lora", show_default=True,
               help="Adaptation method; frozen profiles inference (its backbone only embeds).")
@@ -51,8 +51,8 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from plm_bench.errors import BenchError
-    from plm_bench.profile import GIB, Profiler, plot_envelope, profile_config
-    from plm_bench.protocol import RunContext
+    from plm_bench.measure.profiler import GIB, Profiler, plot_envelope, profile_config
+    from plm_bench.run.protocol import RunContext
 
     torch_device = RunContext(data_dir=Path("."), device=device).torch_device
     if plot and no_envelope:
@@ -112,7 +112,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
 
 def default_budgets(profiler) -> list[int]:
     """The study's 8/16/24 GiB and, on CUDA, the whole device, as far as this device holds them."""
-    from plm_bench.profile import GIB
+    from plm_bench.measure.profiler import GIB
 
     room = profiler.meter.available()
     budgets = [int(b * GIB) for b in STUDY_BUDGETS_GIB if b * GIB <= room]

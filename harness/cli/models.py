@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import click
 
-from plm_bench.cli import console, main
+from plm_bench.cli.common import console
 from plm_bench.errors import BenchError
 
 
-@main.group()
+@click.group()
 def models() -> None:
     """Backbone weights: fetch them on a networked machine, run anywhere from the HF cache."""
 
@@ -22,7 +22,7 @@ def models() -> None:
 def fetch(names: tuple[str, ...]) -> None:
     """Download the weights of the named backbones into the HF cache ($HF_HOME)."""
     from plm_bench import plugins
-    from plm_bench.hub import fetch as fetch_weights
+    from plm_bench.models.hub import fetch as fetch_weights
 
     for name in names:
         spec = plugins.get("backbone", name)

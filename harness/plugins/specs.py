@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from plm_bench.backbone import Backbone
-    from plm_bench.protocol import RunConfig
+    from plm_bench.models.backbone import Backbone
+    from plm_bench.run.protocol import RunConfig
 
 
 @dataclass(frozen=True)

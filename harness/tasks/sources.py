@@ -33,6 +33,11 @@ HEX = {"sha256": 64, "git_blob": 40, "git_tree": 40}
 TIMEOUT_S = 60
 
 
+def default_data_dir() -> Path:
+    """Where task data lives unless ``--data-dir`` says otherwise."""
+    return Path(os.environ.get("PLM_BENCH_DATA", Path.home() / ".cache" / "plm-bench" / "data"))
+
+
 @dataclass(frozen=True)
 class Source:
     """One upstream file (or folder of files, or member of an archive) a task reads.

@@ -19,24 +19,24 @@ Register = Callable[[Any], None]
 
 @hookspec
 def register_backbones(register: Register) -> None:
-    """Register :class:`plm_bench.specs.BackboneSpec` objects."""
+    """Register :class:`plm_bench.plugins.specs.BackboneSpec` objects."""
 
 
 @hookspec
 def register_tasks(register: Register) -> None:
-    """Register task objects (:class:`plm_bench.task.Task` or anything with its interface)."""
+    """Register task objects (:class:`plm_bench.tasks.task.Task` or anything with its interface)."""
 
 
 @hookspec
 def register_heads(register: Register) -> None:
-    """Register :class:`plm_bench.specs.HeadSpec` objects."""
+    """Register :class:`plm_bench.plugins.specs.HeadSpec` objects."""
 
 
 @hookspec
 def register_methods(register: Register) -> None:
-    """Register :class:`plm_bench.specs.MethodSpec` objects."""
+    """Register :class:`plm_bench.plugins.specs.MethodSpec` objects."""
 
 
 @hookspec
 def register_launchers(register: Register) -> None:
-    """Register :class:`plm_bench.specs.LauncherSpec` objects."""
+    """Register :class:`plm_bench.plugins.specs.LauncherSpec` objects."""

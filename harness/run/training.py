@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from plm_bench.backbone import Residues, residue_mask
 from plm_bench.errors import BenchError
-from plm_bench.task import Example, Task
+from plm_bench.models.backbone import Residues, residue_mask
+from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
-    from plm_bench.protocol import RunConfig, RunContext
+    from plm_bench.run.protocol import RunConfig, RunContext
 
 
 class Model(nn.Module):

@@ -1,83 +1,19 @@
-"""The ``bench`` command line.
-
-Imports of torch and the plugins happen inside the commands, so ``bench --help`` stays fast.
-Every :class:`BenchError` is printed as one red line, with exit status 2 — no traceback.
-"""
+"""``bench run``: one backbone on one task, once per seed."""
 
 from __future__ import annotations
 
-import os
 import sys
-from importlib import import_module
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from plm_bench.cli.common import console, err_console, parse_options
 from plm_bench.errors import BenchError
-
-console = Console()
-err_console = Console(stderr=True)
+from plm_bench.tasks.sources import default_data_dir
 
 
-class BenchGroup(click.Group):
-    """Turns user-fixable errors into one line instead of a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except BenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(2)
-
-
-@click.group(cls=BenchGroup)
-@click.version_option(package_name="plm-bench")
-def main() -> None:
-    """plm-bench: does fine-tuning this protein language model help, and at what cost?"""
-
-
-@main.command("list")
-@click.argument("kind", required=False,
-                type=click.Choice(["backbone", "task", "head", "method", "launcher"]))
-def list_(kind: str | None) -> None:
-    """List registered plugins' items (and plugins that failed to load)."""
-    from plm_bench.plugins import catalog
-
-    cat = catalog()
-    table = Table("name", "kind", "distribution", "description")
-    for k, items in cat.items.items():
-        if kind and k != kind:
-            continue
-        for name, item in sorted(items.items()):
-            table.add_row(name, k, cat.providers[(k, name)].split(":")[0], item.description)
-    console.print(table)
-    for label, error in cat.broken.items():
-        err_console.print(f"[red]broken plugin[/] {label}: {error}", highlight=False)
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("PLM_BENCH_DATA", Path.home() / ".cache" / "plm-bench" / "data"))
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs; values parse as JSON where they can (numbers, lists, booleans)."""
-    import json
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BenchError(f"--method-option {pair!r}: write it as KEY=VALUE, e.g. rank=8")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
-@main.command()
+@click.command()
 @click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
 @click.option("--task", required=True, help="Task name (see `bench list task`), or the path of your own task TOML.")
 @click.option("--method", default="frozen", show_default=True, help="Adaptation method.")
@@ -123,14 +59,14 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     """Train and evaluate one backbone on one task, once per seed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from plm_bench.artifacts import folder_for
-    from plm_bench.protocol import RunConfig, RunContext, environment, execute
-    from plm_bench.store import Store, failed_record
+    from plm_bench.results.artifacts import folder_for
+    from plm_bench.results.store import Store, failed_record
+    from plm_bench.run.protocol import RunConfig, RunContext, environment, execute
 
     if seed_list and seed_count:
         raise BenchError("give either --seed (explicit seeds) or --seeds N, not both")
     if task.endswith(".toml"):  # the user's own task file, registered for this process and its workers
-        from plm_bench.task import use_task_file
+        from plm_bench.tasks.task import use_task_file
 
         task = use_task_file(Path(task))
     results = Store(store)
@@ -176,70 +112,3 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     console.print(table)
     if failures:
         sys.exit(1)
-
-
-@main.command()
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
-@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
-@click.option("--backbone", "backbones", multiple=True, help="Only these backbones (repeatable).")
-@click.option("--method", "methods", multiple=True, help="Only these methods (repeatable).")
-@click.option("--metric", help="Test metric to show (default: each task's primary metric).")
-@click.option("--delta", "baseline", metavar="METHOD",
-              help="Show the gain over METHOD (e.g. frozen), paired over seeds, instead of raw scores.")
-@click.option("--cost", is_flag=True, help="One row per task with peak memory, times and residues/s.")
-@click.option("--pareto", is_flag=True, help="Per task: which settings are on the metric-vs-cost front.")
-@click.option("--cost-axis", type=click.Choice(["train time (s)", "peak memory (GiB)", "time to best (s)"]),
-              default="train time (s)", show_default=True, help="The cost used by --pareto.")
-@click.option("--reference", is_flag=True, help="Add the study's published values, flag results outside their CI.")
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the export here.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a heatmap PNG here.")
-def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...], methods: tuple[str, ...],
-                metric: str | None, baseline: str | None, cost: bool, pareto: bool, cost_axis: str,
-                reference: bool, fmt: str, output: Path | None, plot: Path | None) -> None:
-    """Test scores as mean ± 95% CI over seeds: rows backbone × method × head, columns tasks."""
-    from plm_bench import leaderboard as lb
-    from plm_bench.store import Store
-
-    records = lb.select(Store(store).records(), tasks, backbones, methods)
-    if not records:
-        raise BenchError("no finished runs match; start with `bench run` or loosen the filters")
-    if pareto:
-        report = lb.pareto(records, cost_axis, metric)
-    elif cost:
-        report = lb.costs(records, metric)
-    elif baseline:
-        report = lb.delta(records, baseline, metric)
-    else:
-        report = lb.leaderboard(records, metric, reference)
-    if plot:
-        lb.heatmap(report, plot)
-        console.print(f"heatmap written to {plot}")
-    if fmt != "table":
-        text = lb.render(report, fmt)
-        if output:
-            output.write_text(text)
-            console.print(f"{fmt} written to {output}")
-        else:
-            click.echo(text, nl=False)
-        return
-    table = Table(*report.label_columns, *report.columns, title=report.title)
-    for key, cells in report.rows.items():
-        table.add_row(*key, *(styled(cells.get(c)) for c in report.columns))
-    console.print(table)
-
-
-def styled(value) -> str:
-    """Rich markup for a leaderboard cell: gains green, losses and off-reference results red."""
-    from plm_bench.leaderboard import text
-
-    colour = {"gain": "green", "loss": "red", "outside study CI": "red"}.get(getattr(value, "flag", ""), "")
-    return f"[{colour}]{text(value)}[/]" if colour else text(value)
-
-
-# Subcommand groups live in their own modules, which import `main` from here to attach
-# themselves; importing them last keeps `bench --help` free of torch.
-for _commands in ("cli_data", "cli_models", "cli_grid", "cli_predict", "cli_profile"):
-    import_module(f"plm_bench.{_commands}")

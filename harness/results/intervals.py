@@ -11,8 +11,8 @@ from statistics import mean, stdev
 
 import numpy as np
 
-from plm_bench.metrics import score
-from plm_bench.task import Example, Task
+from plm_bench.tasks.metrics import score
+from plm_bench.tasks.task import Example, Task
 
 
 def bootstrap_ci(task: Task, examples: list[Example], predictions: list[np.ndarray], seed: int,

@@ -21,7 +21,7 @@ import jsonschema
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
 DEFAULT_STORE = "bench-results.sqlite"
 
@@ -47,7 +47,7 @@ def default_store_path() -> Path:
 
 @cache
 def record_schema() -> dict:
-    return json.loads(files("plm_bench").joinpath("run_record.schema.json").read_text())
+    return json.loads(files("plm_bench.results").joinpath("run_record.schema.json").read_text())
 
 
 def validate(record: dict) -> None:

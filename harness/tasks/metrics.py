@@ -1,5 +1,5 @@
 """Scores from scipy/scikit-learn (the protein-resampling bootstrap CI over them is in
-:mod:`plm_bench.statistics`).
+:mod:`plm_bench.results.intervals`).
 
 Residue-level tasks pool all scored residues of all proteins (the study's per-residue Spearman
 and Q3); residues whose label is unknown (``Example.mask`` False) are dropped before scoring.
@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef, mean_squared_erro
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from plm_bench.task import Example, Task
+    from plm_bench.tasks.task import Example, Task
 
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:

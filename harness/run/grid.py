@@ -23,12 +23,12 @@ import jsonschema
 
 from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.resources import load_toml
-from plm_bench.specs import LauncherSpec
-from plm_bench.store import Store, failed_record
+from plm_bench.files import load_toml
+from plm_bench.plugins.specs import LauncherSpec
+from plm_bench.results.store import Store, failed_record
 
 if TYPE_CHECKING:
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
 # The axes a grid multiplies, in the order runs are listed, and their defaults.
 AXES = ("backbones", "tasks", "methods", "heads", "seeds")
@@ -58,7 +58,7 @@ NOT_SETTINGS = {"backbone", "task", "method", "head", "seed", "backbone_path", "
 
 def grid_schema() -> dict:
     """JSON schema of GRID.toml; [settings] takes every RunConfig field the axes do not set."""
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
     settings = {f.name: SETTING_TYPES.get(f.name, {}) for f in fields(RunConfig) if f.name not in NOT_SETTINGS}
     return {
@@ -104,7 +104,7 @@ def load_grid(path: Path) -> Grid:
 
 def expand(spec: dict, folder: Path) -> Grid:
     """Multiply the axes of a checked grid ``spec``; relative paths are relative to ``folder``."""
-    from plm_bench.protocol import RunConfig
+    from plm_bench.run.protocol import RunConfig
 
     axes = {**DEFAULT_AXES, **{axis: spec[axis] for axis in AXES if axis in spec}}
     for table, axis in (("method_options", "methods"), ("backbone_paths", "backbones")):

@@ -21,8 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from plm_bench.data import current_umask, sha256_of
 from plm_bench.errors import BenchError
+from plm_bench.tasks.sources import current_umask, sha256_of
 
 FORMAT = "plm-bench-trainable/1"
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli import console, default_data_dir, err_console, main, parse_options
+from plm_bench.cli.common import console, err_console, parse_options
+from plm_bench.tasks.sources import default_data_dir
 
 # With --device cpu, the built-in launchers must not claim GPUs for the runs.
 CPU_DEFAULTS = {"local": {"workers": 1}, "ray": {"gpus_per_run": 0}, "slurm": {"gpus_per_run": 0}}
@@ -26,7 +27,7 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
     return parse_options(pairs)
 
 
-@main.command()
+@click.command()
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--launcher", default="local", show_default=True,
               help="Where runs execute: local, ray, slurm (see `bench list launcher`).")
@@ -60,8 +61,8 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from plm_bench import plugins
-    from plm_bench.grid import check_options, drive, load_grid, split_done
-    from plm_bench.store import Store, default_store_path
+    from plm_bench.results.store import Store, default_store_path
+    from plm_bench.run.grid import check_options, drive, load_grid, split_done
 
     plan = load_grid(grid_file)
     spec = plugins.get("launcher", launcher)
@@ -87,8 +88,8 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
 
     from functools import partial
 
-    from plm_bench.artifacts import folder_for
-    from plm_bench.protocol import RunContext, attempt
+    from plm_bench.results.artifacts import folder_for
+    from plm_bench.run.protocol import RunContext, attempt
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True)  # the bar goes, the line per run stays

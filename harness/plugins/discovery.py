@@ -12,9 +12,9 @@ from typing import Any
 
 import pluggy
 
-from plm_bench import hookspecs
 from plm_bench.errors import BenchError
-from plm_bench.specs import KINDS, Catalog
+from plm_bench.plugins import hookspecs
+from plm_bench.plugins.specs import KINDS, Catalog
 
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
 

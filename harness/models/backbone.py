@@ -22,7 +22,7 @@ from torch import nn
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
-    from plm_bench.specs import BackboneSpec
+    from plm_bench.plugins.specs import BackboneSpec
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 RARE_RESIDUES = "UZOB"  # selenocysteine, Glx, pyrrolysine, Asx: ProtTrans models saw them as X

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from plm_bench.data import current_umask
 from plm_bench.errors import BenchError
-from plm_bench.task import Example
+from plm_bench.tasks.sources import current_umask
+from plm_bench.tasks.task import Example
 
 CACHE_ENV = "PLM_BENCH_CACHE"
 FORMAT_VERSION = 1  # bump when the layout or the meaning of an entry changes

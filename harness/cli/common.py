@@ -1,0 +1,46 @@
+"""What every ``bench`` command shares: the consoles, option parsing and common options.
+
+Messages are user text, so they print literally (``markup=False``): a ``[split]`` in an error or a
+label never disappears into rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from plm_bench.errors import BenchError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs; values parse as JSON where they can (numbers, lists, booleans)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--method-option {pair!r}: write it as KEY=VALUE, e.g. rank=8")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+
+
+def store_option(help: str = "Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).") -> click.Option:
+    return click.option("--store", type=click.Path(dir_okay=False, path_type=Path), help=help)
+
+
+def data_dir_option(help: str = "Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA).") -> click.Option:
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                             show_default=True, help="Where to run (auto: CUDA when torch sees it).")

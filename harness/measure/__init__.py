@@ -1,0 +1,1 @@
+"""Measuring cost: a run's memory and rates, and the `bench profile` envelope."""

@@ -1,0 +1,1 @@
+"""Backbones as loaded models: the Backbone contract, hub loading, the embedding cache."""

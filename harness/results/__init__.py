@@ -1,0 +1,1 @@
+"""What runs leave behind: records, the store, artifacts, leaderboards and statistics."""

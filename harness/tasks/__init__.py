@@ -1,0 +1,1 @@
+"""Task machinery: the Task model, declarative TOML tasks, data sources, FASTA, metrics."""
