@@ -167,8 +167,9 @@ def test_only_trainable_weights_are_saved_and_they_must_fit(tmp_path):
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
     model[0].requires_grad_(False)
     saved = artifacts.save(model, tmp_path, "0" * 16)
-    assert (saved["file"], saved["tensors"], saved["parameters"]) == ("0000000000000000.safetensors", 2, 6)
-    assert [p.name for p in tmp_path.iterdir()] == ["0000000000000000.safetensors"]  # no temporary left
+    name = f"{'0' * 16}-{saved['sha256'][:16]}.safetensors"  # config hash, then content digest
+    assert (saved["file"], saved["tensors"], saved["parameters"]) == (name, 2, 6)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left
     assert (tmp_path / saved["file"]).stat().st_mode & 0o777 == 0o666 & ~current_umask()  # readable as the store
     path = artifacts.verified_path(tmp_path, saved)
     fresh = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))

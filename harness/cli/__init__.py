@@ -11,7 +11,7 @@ import sys
 import click
 
 from plm_bench.cli import data, grid, leaderboard, listing, models, predict, profile, run
-from plm_bench.cli.common import err_console
+from plm_bench.cli.common import err_console, literal
 from plm_bench.errors import BenchError
 
 
@@ -22,7 +22,7 @@ class BenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+            err_console.print(literal((f"error: {exc}", "bold red")), soft_wrap=True)
             sys.exit(2)
 
 

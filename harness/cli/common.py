@@ -11,11 +11,18 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from plm_bench.errors import BenchError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console()  # tables keep rich markup for their own colours; user text goes in as Text
+err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+def literal(*parts: str | tuple[str, str]) -> Text:
+    """Text printed exactly as written (``(text, style)`` pairs coloured): a ``[split]`` or a
+    ``[/x]`` in a name, path or error is never read as markup."""
+    return Text.assemble(*parts)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
@@ -30,8 +37,6 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
         except json.JSONDecodeError:
             options[key] = value
     return options
-
-
 
 
 def store_option(help: str = "Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).") -> click.Option:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, literal
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -58,8 +59,8 @@ def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, for
         for form in task.forms:
             outcomes = fetch_files(task.data_folder, form.sources, cache, mirror=mirror, force=force)
             for outcome in outcomes:
-                table.add_row(task.name, outcome.source.file, outcome.message if outcome.ok
-                              else f"[red]{outcome.message}[/]")
+                table.add_row(literal(task.name), literal(outcome.source.file),
+                              literal((outcome.message, "" if outcome.ok else "red")))
             if all(o.ok for o in outcomes):
                 break
         else:
@@ -84,15 +85,16 @@ def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
         root = folder / task.data_folder
         records = count_records(task, folder, root)
         for i, (form, source, state) in enumerate(task.source_status(root)):
-            table.add_row(task.name if i == 0 else "", form.format, f"{task.data_folder}/{source.file}",
-                          f"[{colours[state]}]{state}[/]", records if i == 0 else "")
+            table.add_row(literal(task.name if i == 0 else ""), literal(form.format),
+                          literal(f"{task.data_folder}/{source.file}"), literal((state, colours[state])),
+                          records if i == 0 else "")
     console.print(table)
 
 
-def count_records(task, data_dir: Path, root: Path) -> str:
+def count_records(task, data_dir: Path, root: Path) -> Text:
     present = task.present_splits(root)
     try:
         splits = task.load(data_dir, splits=present) if present else {}
     except BenchError as exc:
-        return f"[red]{exc}[/]"
-    return " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+        return literal((str(exc), "red"))
+    return literal(" / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test")))

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from plm_bench.cli.common import console, err_console, parse_options
+from plm_bench.cli.common import console, err_console, literal, parse_options
 from plm_bench.tasks.sources import default_data_dir
 
 # With --device cpu, the built-in launchers must not claim GPUs for the runs.
@@ -75,52 +76,56 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
         options = {**CPU_DEFAULTS.get(launcher, {}), **options}
     check_options(spec, options)
     store_path = store or default_store_path()
-    results = Store(store_path) if store_path.exists() or not dry_run else None  # a dry run creates nothing
+    # a dry run writes nothing, not even a new store
+    results = Store(store_path, read_only=dry_run) if store_path.exists() or not dry_run else None
     todo, done = split_done(plan.configs, results, force)
     for skipped in plan.skipped:
-        console.print(f"skipped: {skipped}", highlight=False, soft_wrap=True)
+        console.print(literal(f"skipped: {skipped}"), soft_wrap=True)
     if dry_run:
         console.print(plan_table(plan.configs, {c.hash for c in done}))
-    console.print(f"{len(plan.configs)} runs in {grid_file}: {len(done)} already finished, "
-                  f"{len(todo)} to run on {launcher}", highlight=False, soft_wrap=True)
+    console.print(literal(f"{len(plan.configs)} runs in {grid_file}: {len(done)} already finished, "
+                          f"{len(todo)} to run on {launcher}"), soft_wrap=True)
     if dry_run or not todo:
         return
 
     from functools import partial
 
-    from plm_bench.results.artifacts import folder_for
+    from plm_bench.results.store import folder_for, pending_folder
     from plm_bench.run.protocol import RunContext, attempt
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True)  # the bar goes, the line per run stays
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
-                         artifact_dir=folder_for(store_path).resolve())
+                         artifact_dir=folder_for(store_path).resolve(),
+                         pending_dir=pending_folder(store_path).resolve())
     with progress:
         bar = progress.add_task(f"grid on {launcher}", total=len(todo))
 
         def report(record: dict) -> None:
-            progress.console.print(describe(record), highlight=False, soft_wrap=True)
+            progress.console.print(describe(record), soft_wrap=True)
             progress.advance(bar)
 
         records = drive(todo, spec, partial(attempt, context=context), results, options, report)
     failed = sum(r["status"] == "failed" for r in records)
-    console.print(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
-                  f"(store: {store_path}; `bench leaderboard` summarizes)", highlight=False, soft_wrap=True)
+    console.print(literal(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
+                          f"(store: {store_path}; `bench leaderboard` summarizes)"), soft_wrap=True)
     if failed:
-        err_console.print(f"[bold red]{failed} run(s) failed[/]; rerun the same command to retry only them")
+        err_console.print(literal((f"{failed} run(s) failed", "bold red"),
+                                  "; rerun the same command to retry only them"))
         sys.exit(1)
 
 
-def describe(record: dict) -> str:
+def describe(record: dict) -> Text:
     """One line per finished or failed run, printed as records arrive."""
     c = record["config"]
     run = f"{c['backbone']} {c['task']} {c['method']} {c['head']} seed {c['seed']}"
     if record["status"] == "failed":
         error = (record.get("error") or "no error recorded").splitlines()[0]
-        return f"[red]failed[/] {run}: {error}"
+        return literal(("failed", "red"), f" {run}: {error}")
     metric = record["primary_metric"]
-    return f"[green]done[/] {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']})"
+    return literal(("done", "green"),
+                   f" {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']})")
 
 
 def plan_table(configs: tuple, done: set[str]) -> Table:
@@ -128,5 +133,5 @@ def plan_table(configs: tuple, done: set[str]) -> Table:
     table = Table("#", "backbone", "task", "method", "head", "seed", "status", title="grid plan")
     for i, c in enumerate(configs, 1):
         status = "finished" if c.hash in done else "to run"
-        table.add_row(str(i), c.backbone, c.task, c.method, c.head, str(c.seed), status)
+        table.add_row(str(i), *map(literal, (c.backbone, c.task, c.method, c.head)), str(c.seed), status)
     return table

@@ -36,7 +36,7 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
     from plm_bench.results import leaderboard as lb
     from plm_bench.results.store import Store
 
-    records = lb.select(Store(store).records(), tasks, backbones, methods)
+    records = lb.select(Store(store, read_only=True).records(), tasks, backbones, methods)
     if not records:
         raise BenchError("no finished runs match; start with `bench run` or loosen the filters")
     if pareto:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, literal
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -41,14 +41,14 @@ def predict(run_id: int, fasta: Path, output: Path, store: Path | None, device: 
 
     if task_file:
         use_task_file(task_file)
-    results = Store(store)
+    results = Store(store, read_only=True)
     record = finished_run(results, run_id)
     examples = read_examples(fasta)
     task, predictions = predict_examples(record, results.path, examples, device)
     rows = write_csv(output, task, examples, predictions)
-    console.print(f"wrote {rows} rows for {len(examples)} sequences to {output} "
-                  f"(run {run_id}: {record['config']['backbone']} {record['config']['method']} "
-                  f"on {record['config']['task']})", highlight=False)
+    console.print(literal(f"wrote {rows} rows for {len(examples)} sequences to {output} "
+                          f"(run {run_id}: {record['config']['backbone']} {record['config']['method']} "
+                          f"on {record['config']['task']})"), soft_wrap=True)
 
 
 def finished_run(store: Store, run_id: int) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     """The run's task and its raw predictions for ``examples`` (values, or class scores; arrays
     over residues for residue tasks), exactly as the run computed test predictions."""
     from plm_bench import plugins
-    from plm_bench.results.artifacts import folder_for, load_into, verified_path
+    from plm_bench.results.artifacts import load_into, verified_path
+    from plm_bench.results.store import folder_for
     from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
     from plm_bench.run.training import predict
 

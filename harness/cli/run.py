@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console, err_console, parse_options
+from plm_bench.cli.common import console, err_console, literal, parse_options
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -59,8 +59,7 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
     """Train and evaluate one backbone on one task, once per seed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from plm_bench.results.artifacts import folder_for
-    from plm_bench.results.store import Store, failed_record
+    from plm_bench.results.store import Store, failed_record, folder_for
     from plm_bench.run.protocol import RunConfig, RunContext, environment, execute
 
     if seed_list and seed_count:
@@ -86,8 +85,8 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
         record = None if force else results.finished(config.hash)
         status = "already done"
         if record:
-            console.print(f"already done: {backbone} {task} {method} seed {seed} "
-                          f"(run {record['run_id']}); use --force to rerun")
+            console.print(literal(f"already done: {backbone} {task} {method} seed {seed} "
+                                  f"(run {record['run_id']}); use --force to rerun"), soft_wrap=True)
         else:
             try:
                 with progress:
@@ -100,12 +99,13 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
             status = record["status"]
         if status == "failed":
             failures += 1
-            err_console.print(f"[red]run {record['run_id']} failed:[/] {record['error']}", highlight=False)
-            table.add_row(str(record["run_id"]), backbone, task, method, str(seed), "—", "—", status)
+            err_console.print(literal((f"run {record['run_id']} failed:", "red"), f" {record['error']}"),
+                              soft_wrap=True)
+            table.add_row(str(record["run_id"]), *map(literal, (backbone, task, method)), str(seed), "—", "—", status)
             continue
         metric = record["primary_metric"]
         ci = record["test_ci"]
-        table.add_row(str(record["run_id"]), backbone, task, method, str(seed),
+        table.add_row(str(record["run_id"]), *map(literal, (backbone, task, method)), str(seed),
                       f"{record['metrics']['valid'][metric]:.4f}",
                       f"{record['metrics']['test'][metric]:.4f} [{ci['low']:.3f}, {ci['high']:.3f}]", status)
         table.title = f"test {metric}"

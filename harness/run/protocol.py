@@ -28,7 +28,7 @@ from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
 from plm_bench.results import artifacts
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.results.store import failed_record
+from plm_bench.results.store import failed_record, journal
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.training import Model, predict, restore, train
 from plm_bench.tasks.metrics import evaluate, score
@@ -84,6 +84,7 @@ class RunContext:
     device: str = "auto"
     progress: Progress | None = None  # None: silent (e.g. in remote workers)
     artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
+    pending_dir: Path | None = None  # where a finished run journals its record until the store holds it
 
     def __post_init__(self) -> None:
         if self.progress is None:
@@ -113,11 +114,18 @@ def seed_everything(seed: int) -> None:
 
 
 def attempt(config: RunConfig, context: RunContext) -> dict:
-    """Run one config; a run that raises becomes a ``failed`` record, so a grid goes on."""
+    """Run one config; a run that raises becomes a ``failed`` record, so a grid goes on.
+
+    With ``context.pending_dir`` the record is journaled there before it is handed back, so it
+    reaches the store even if the driver dies before receiving it (the next writer imports it).
+    """
     try:
-        return execute(config, context)
+        record = execute(config, context)
     except Exception as exc:  # recorded, not swallowed: the record carries the error
-        return failed_record(config, f"{type(exc).__name__}: {exc}", environment(context.torch_device))
+        record = failed_record(config, f"{type(exc).__name__}: {exc}", environment(context.torch_device))
+    if context.pending_dir:
+        journal(record, context.pending_dir)
+    return record
 
 
 def execute(config: RunConfig, context: RunContext) -> dict:
