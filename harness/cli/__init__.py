@@ -6,7 +6,9 @@ Every :class:`BenchError` is printed as one line, with exit status 2 — no trac
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -19,6 +21,9 @@ class BenchGroup(click.Group):
     """Turns user-fixable errors into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (timeout, SLURM) unwinds like Ctrl-C, so temporary files are removed on the way out
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return super().invoke(ctx)
         except BenchError as exc:
