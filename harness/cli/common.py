@@ -7,7 +7,10 @@ label never disappears into rich markup.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -45,6 +48,20 @@ def store_option(help: str = "Results store (default $PLM_BENCH_STORE or ./bench
 
 def data_dir_option(help: str = "Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA).") -> click.Option:
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
+
+
+def allow_unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--allow-unverified``: use task files that have no checksum (set for this process and its workers)."""
+    def allow(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        from plm_bench.tasks.sources import ALLOW_UNVERIFIED
+
+        if value:
+            os.environ[ALLOW_UNVERIFIED] = "1"
+        return value
+
+    return click.option("--allow-unverified", is_flag=True, expose_value=False, callback=allow,
+                        help="Accept task files whose definition gives no checksum (runs list them in their "
+                             "record).")(command)
 
 
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",

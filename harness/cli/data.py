@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from plm_bench.cli.common import console, literal
+from plm_bench.cli.common import allow_unverified_option, console, literal
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -38,6 +38,7 @@ def data() -> None:
 
 
 @data.command()
+@allow_unverified_option
 @click.argument("tasks", nargs=-1)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
 @click.option("--mirror", envvar="PLM_BENCH_MIRROR", metavar="DIR|URL",

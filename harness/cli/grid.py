@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from plm_bench.cli.common import console, err_console, literal, parse_options
+from plm_bench.cli.common import allow_unverified_option, console, err_console, literal, parse_options
 from plm_bench.tasks.sources import default_data_dir
 
 # With --device cpu, the built-in launchers must not claim GPUs for the runs.
@@ -29,6 +29,7 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
 
 
 @click.command()
+@allow_unverified_option
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--launcher", default="local", show_default=True,
               help="Where runs execute: local, ray, slurm (see `bench list launcher`).")

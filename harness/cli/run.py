@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console, err_console, literal, parse_options
+from plm_bench.cli.common import allow_unverified_option, console, err_console, literal, parse_options
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
 
 @click.command()
+@allow_unverified_option
 @click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
 @click.option("--task", required=True, help="Task name (see `bench list task`), or the path of your own task TOML.")
 @click.option("--method", default="frozen", show_default=True, help="Adaptation method.")

@@ -32,6 +32,7 @@ from plm_bench.results.store import failed_record, journal
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.training import Model, predict, restore, train
 from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.tasks.sources import unverified_reads
 from plm_bench.tasks.task import Example, Task
 
 
@@ -135,7 +136,9 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     device = context.torch_device
     reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
+    unverified_reads.clear()
     splits = limit(task.load(context.data_dir), config)
+    unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     backbone, model = build(config, task, device)
     embed_started = time.perf_counter()
     features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
@@ -186,6 +189,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         },
         "adapter": artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
+        **({"unverified_data": unverified} if unverified else {}),
         "cost": {
             "train_seconds": outcome.train_seconds,
             "embed_seconds": embed_seconds,

@@ -182,6 +182,7 @@ class Files:
     root: Path
     task: str
     sources: tuple[Source, ...]
+    local: bool = False  # a custom task's own files: no checksum needed (its name carries their digest)
 
     def source(self, role: str, split: str | None = None) -> Source:
         for source in self.sources:
@@ -195,7 +196,7 @@ class Files:
         return f"{path / name if name else path}{':' + source.member if source.member else ''}"
 
     def read(self, source: Source, name: str = "") -> bytes:
-        return read_bytes(self.root, "", self.task, source, name)
+        return read_bytes(self.root, "", self.task, source, name, local=self.local)
 
     def text(self, source: Source, name: str = "") -> str:
         return readable_text(self.read(source, name), self.where(source, name))
@@ -434,7 +435,7 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
         if form is None:
             first = forms[0].missing(root, raw_needed)[0]
             raise missing(root / first.file, name, first)
-        files = Files(root=root, task=name, sources=form.feeding(raw_needed))
+        files = Files(root=root, task=name, sources=form.feeding(raw_needed), local=base is not None)
         raw = formats[form.format](files, form, labels, raw_needed)
         check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
         result = rule.apply(raw, f"task {name}")
