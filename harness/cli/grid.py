@@ -125,8 +125,9 @@ def describe(record: dict) -> Text:
         error = (record.get("error") or "no error recorded").splitlines()[0]
         return literal(("failed", "red"), f" {run}: {error}")
     metric = record["primary_metric"]
+    warnings = "".join(f"; warning: {w}" for w in record.get("warnings", []))
     return literal(("done", "green"),
-                   f" {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']})")
+                   f" {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']}){warnings}")
 
 
 def plan_table(configs: tuple, done: set[str]) -> Table:

@@ -104,6 +104,8 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
                               soft_wrap=True)
             table.add_row(str(record["run_id"]), *map(literal, (backbone, task, method)), str(seed), "—", "—", status)
             continue
+        for warning in record.get("warnings", []):
+            err_console.print(literal((f"run {record['run_id']} warning:", "yellow"), f" {warning}"), soft_wrap=True)
         metric = record["primary_metric"]
         ci = record["test_ci"]
         table.add_row(str(record["run_id"]), *map(literal, (backbone, task, method)), str(seed),

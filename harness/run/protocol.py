@@ -31,7 +31,7 @@ from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.results.store import failed_record, journal
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.training import Model, predict, restore, train
-from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.tasks.metrics import constant_labels, evaluate, score
 from plm_bench.tasks.sources import unverified_reads
 from plm_bench.tasks.task import Example, Task
 
@@ -139,6 +139,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     unverified_reads.clear()
     splits = limit(task.load(context.data_dir), config)
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
+    warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
     backbone, model = build(config, task, device)
     embed_started = time.perf_counter()
     features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
@@ -190,6 +191,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         "adapter": artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
         **({"unverified_data": unverified} if unverified else {}),
+        **({"warnings": warnings} if warnings else {}),
         "cost": {
             "train_seconds": outcome.train_seconds,
             "embed_seconds": embed_seconds,
@@ -267,6 +269,7 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
 
 
 def environment(device: torch.device) -> dict:
+    """Library versions, device and host name (labelled ``host`` in the record schema and README)."""
     import peft
     import transformers
 
