@@ -71,7 +71,8 @@ def run(backbone: str, task: str, method: str, head: str, seed_list: tuple[int, 
         task = use_task_file(Path(task))
     results = Store(store)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True)
+                        TimeElapsedColumn(), console=console, transient=True,
+                        disable=not console.is_terminal)  # in logs and pipes a bar is only noise
     context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
                          artifact_dir=folder_for(results.path))
     table = Table("run", "backbone", "task", "method", "seed", "valid", "test [95% CI]", "status")

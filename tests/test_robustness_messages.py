@@ -1,0 +1,51 @@
+"""Issue 14, item 7: user text prints literally. Rich markup ate ``[split]`` and ``[[sources]]``
+and raised MarkupError on a ``[/x]`` in an error or label."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from robustness import bench, clean_environment, write_task  # noqa: F401
+
+from plm_bench.cli.grid import describe
+from plm_bench.errors import BenchError
+from plm_bench.run import protocol
+from robustness import TASK_TOML
+
+TRICKY = "bad [split] and [[sources]] and [/x] and [bold]"
+
+
+def test_a_failed_run_prints_its_error_as_written(tmp_path, monkeypatch):
+    def crash(config, context):
+        raise RuntimeError(TRICKY)
+
+    monkeypatch.setattr(protocol, "execute", crash)
+    result = bench("run", "--backbone", "onehot", "--task", write_task(tmp_path), "--store", tmp_path / "s.sqlite")
+    assert result.exit_code == 1, result.output  # a failed run: stored as failed, not a crash of the CLI
+    assert f"run 1 failed: RuntimeError: {TRICKY}" in result.output
+
+
+def test_bench_errors_print_as_written(tmp_path, monkeypatch):
+    def refuse(config, context):
+        raise BenchError(TRICKY)
+
+    monkeypatch.setattr(protocol, "execute", refuse)
+    result = bench("run", "--backbone", "onehot", "--task", write_task(tmp_path), "--store", tmp_path / "s.sqlite")
+    assert result.exit_code == 2
+    assert result.output == f"error: {TRICKY}\n"
+
+
+def test_definition_errors_keep_their_brackets(tmp_path):
+    toml = TASK_TOML.replace('file = "data.csv"\n', "")
+    result = bench("run", "--backbone", "onehot", "--task", write_task(tmp_path, toml), "--store",
+                   tmp_path / "s.sqlite")
+    assert result.exit_code == 2
+    assert "add [[sources]] with `file`" in result.output
+
+
+def test_grid_lines_keep_user_text():
+    out = io.StringIO()
+    config = {"backbone": "onehot", "task": "[/x]", "method": "frozen", "head": "mlp-protein", "seed": 1}
+    Console(file=out, width=300).print(describe({"config": config, "status": "failed", "error": TRICKY}))
+    assert out.getvalue() == f"failed onehot [/x] frozen mlp-protein seed 1: {TRICKY}\n"
