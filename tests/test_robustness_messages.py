@@ -6,12 +6,16 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from robustness import bench, clean_environment, write_task  # noqa: F401
+from robustness import (
+    TASK_TOML,
+    bench,
+    clean_environment,  # noqa: F401  (the autouse fixture)
+    write_task,
+)
 
 from plm_bench.cli.grid import describe
 from plm_bench.errors import BenchError
 from plm_bench.run import protocol
-from robustness import TASK_TOML
 
 TRICKY = "bad [split] and [[sources]] and [/x] and [bold]"
 

@@ -12,11 +12,15 @@ import subprocess
 import sys
 
 import pytest
-from robustness import bench, clean_environment, quick_run, row_count, write_task  # noqa: F401
+from robustness import (
+    bench,
+    clean_environment,  # noqa: F401  (the autouse fixture)
+    row_count,
+)
+from test_store import RECORD
 
 from plm_bench.errors import BenchError
 from plm_bench.results.store import Store, pending_folder
-from test_store import RECORD
 
 
 def disk_full(*args, **kwargs):

@@ -7,7 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from robustness import TASK_TOML, bench, clean_environment, quick_run, row_count, task_csv, write_task  # noqa: F401
+from robustness import (
+    TASK_TOML,
+    clean_environment,  # noqa: F401  (the autouse fixture)
+    quick_run,
+    row_count,
+    task_csv,
+    write_task,
+)
 
 from plm_bench.errors import BenchError
 from plm_bench_plugins import formats
