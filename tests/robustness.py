@@ -71,3 +71,21 @@ def clean_environment(monkeypatch) -> None:
     leaves none behind (import this fixture into a test module to use it)."""
     monkeypatch.setenv(TASK_FILES, "")
     monkeypatch.setenv(ALLOW_UNVERIFIED, "0")
+
+
+def slow_run(config) -> dict:
+    """A local-launcher run that notes its process id in ``$ROBUST_PIDS`` and then takes a minute."""
+    import os
+    import time
+
+    (Path(os.environ["ROBUST_PIDS"]) / str(config.seed)).write_text(str(os.getpid()))
+    time.sleep(60)
+    return {}
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
