@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from plm_bench import plugins
 from plm_bench.cli import main
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.models.embeddings import CACHE_ENV
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.run.grid import load_grid
-from plm_bench.run.protocol import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "[settings]\nepochs = 2\nlimit_train = 48\nlimit_eval = 24\n"
@@ -206,7 +206,9 @@ def test_flags_reach_the_launcher_as_options(tmp_path, store_path, monkeypatch, 
         return iter(())
 
     real = plugins.get
-    monkeypatch.setattr(plugins, "get", lambda kind, name: LauncherSpec(name, spy) if kind == "launcher"
+    # the spy keeps the real launcher's declared CPU options (what --device cpu applies)
+    monkeypatch.setattr(plugins, "get", lambda kind, name: LauncherSpec(name, spy, cpu_options=real(kind, name)
+                                                                        .cpu_options) if kind == "launcher"
                         else real(kind, name))
     grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n')
     CliRunner().invoke(main, ["grid", str(grid), "--store", str(store_path), *flags])

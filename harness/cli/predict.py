@@ -87,8 +87,9 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     """The run's task and its raw predictions for ``examples`` (values, or class scores; arrays
     over residues for residue tasks), exactly as the run computed test predictions."""
     from plm_bench import plugins
+    from plm_bench.config import RunConfig
     from plm_bench.results.artifacts import folder_for, load_into, verified_path
-    from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+    from plm_bench.run.protocol import RunContext, build, frozen_features
     from plm_bench.run.training import predict
 
     try:

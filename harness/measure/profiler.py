@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import AMINO_ACIDS
-from plm_bench.run.protocol import RunConfig, build
+from plm_bench.run.protocol import build
 from plm_bench.run.training import labels_for, loss_fn
 from plm_bench.tasks.task import Example, Task
 
@@ -313,8 +314,9 @@ def profile_config(backbone: str, method: str, *, backbone_path: str | None = No
                    init: str = "pretrained", seed: int = 1) -> RunConfig:
     """The run config whose model a profile measures (the method's default learning rate)."""
     spec = plugins.get("method", method)
-    return RunConfig(backbone=backbone, task=PROFILE_TASK.name, method=method, head="mlp-protein", seed=seed,
-                     lr=spec.default_lr, backbone_path=backbone_path, dtype=dtype, init=init,
+    return RunConfig(backbone=backbone, task=PROFILE_TASK.name, method=method,
+                     head=plugins.default_head("protein").name, seed=seed, lr=spec.default_lr,
+                     backbone_path=backbone_path, dtype=dtype, init=init,
                      method_options=spec.resolve_options({}))
 
 

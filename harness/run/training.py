@@ -23,7 +23,8 @@ from plm_bench.models.backbone import Residues, residue_mask
 from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig, RunContext
+    from plm_bench.config import RunConfig
+    from plm_bench.run.protocol import RunContext
 
 
 class Model(nn.Module):
