@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from plm_bench import hookimpl
+from plm_bench import BenchError, hookimpl
 from plm_bench.plugins.specs import BackboneSpec
 from plm_bench.tasks.task import Example, Splits, Task
 
@@ -22,7 +22,10 @@ PROPERTIES = {
 }
 
 
-def load_physchem(source: str | None, device: str):
+def load_physchem(source: str | None, device: str, *, dtype: str = "auto", init: str = "pretrained"):
+    """A fixed table: nothing to download (``source`` unused), and no weights to randomize."""
+    if init != "pretrained":
+        raise BenchError("backbone physchem is a fixed property table: it has no --init random")
     from plm_bench_example.physchem import PhysChem
 
     return PhysChem(PROPERTIES).to(device)
