@@ -13,8 +13,9 @@ from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
 from plm_bench import plugins
+from plm_bench.alphabet import AMINO_ACIDS
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import AMINO_ACIDS, chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.backbone import chunk_spans, load_backbone, resolve_dtype
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.tasks.task import Example

@@ -64,8 +64,9 @@ def finished_run(store: Store, run_id: int) -> dict[str, Any]:
 
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
+    from plm_bench.alphabet import check_sequence
     from plm_bench.tasks.fasta import read_fasta
-    from plm_bench.tasks.task import Example, check_sequence
+    from plm_bench.tasks.task import Example
 
     try:
         text = fasta.read_text()

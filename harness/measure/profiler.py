@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from plm_bench import plugins
+from plm_bench.alphabet import AMINO_ACIDS
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import AMINO_ACIDS
 from plm_bench.run.protocol import build
 from plm_bench.run.training import labels_for, loss_fn
 from plm_bench.tasks.task import Example, Task

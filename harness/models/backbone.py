@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,16 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from plm_bench.alphabet import AMINO_ACIDS, RARE_RESIDUES, check_sequence
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
     from plm_bench.plugins.specs import BackboneSpec
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-RARE_RESIDUES = "UZOB"  # selenocysteine, Glx, pyrrolysine, Asx: ProtTrans models saw them as X
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LONG_POLICIES = ("error", "chunk")
-RESIDUE_LETTERS = re.compile(r"[A-Z]+")
 RANDOM_INIT_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO"  # ESM2's order: the 20 standard residues, then X and rare ones
 
 
@@ -80,7 +77,8 @@ class Backbone(nn.Module):
         protein. Nothing is ever truncated silently.
         """
         names = list(ids) if ids is not None else [f"#{i + 1} of the batch" for i in range(len(sequences))]
-        check_sequences(sequences, names)
+        for sequence, name in zip(sequences, names, strict=True):
+            check_sequence(sequence, f"record {name}")
         self.check_lengths(sequences, names)
         limit = self.max_length
         if limit is not None and any(len(s) > limit for s in sequences):
@@ -122,16 +120,6 @@ class Backbone(nn.Module):
         rows = [torch.cat([out.hidden[p, a:b] for p, a, b in parts]) for parts in plan]
         hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True)
         return Residues(hidden, residue_mask([len(s) for s in sequences]).to(hidden.device))
-
-
-def check_sequences(sequences: Sequence[str], names: Sequence[str]) -> None:
-    """Every sequence is a non-empty string of capital letters (one-letter residue codes)."""
-    for sequence, name in zip(sequences, names, strict=True):
-        if not RESIDUE_LETTERS.fullmatch(sequence):
-            bad = next((f"{c!r} at position {i + 1}" for i, c in enumerate(sequence) if not "A" <= c <= "Z"),
-                       "no residues")
-            raise BenchError(f"record {name}: the sequence has {bad}, but only one-letter residue codes A-Z "
-                             "are allowed; fix the record in the task's data")
 
 
 def check_finite(residues: Residues, names: Sequence[str], backbone: str) -> None:
