@@ -4,7 +4,9 @@ A grid is the unit of scale-out: its runs are independent, so a launcher may exe
 anywhere (this process, one per GPU, Ray tasks, a SLURM job array). Its keys are derived from
 :class:`~plm_bench.config.RunConfig`: each axis field is a list (``backbones``, ``tasks``, …),
 every setting a key of ``[settings]``, and the two per-name tables ``[method_options.METHOD]``
-and ``[backbone_paths]``.
+and ``[backbone_paths]``. A grid whose parts differ in their axes (the study ran 5 seeds of
+frozen embeddings but 3 of fine-tuning) lists them as ``[[part]]`` tables: each part is a grid of
+its own whose keys fall back to the top level's, and the plan is their union in file order.
 
 Nothing here imports torch at module level, so `bench --help` stays fast.
 """
@@ -35,17 +37,22 @@ def grid_schema() -> dict:
     axes = {axis_key(f.name): {"type": "array", "items": f.metadata["schema"], "minItems": 1, "uniqueItems": True}
             for f in config_fields("axis")}
     settings = {f.name: f.metadata["schema"] for f in config_fields("setting")}
-    return {
-        "type": "object",
-        "required": [axis_key(f.name) for f in config_fields("axis") if required(f)],
-        "additionalProperties": False,
-        "properties": {
-            **axes,
-            "settings": {"type": "object", "additionalProperties": False, "properties": settings},
-            "method_options": {"type": "object", "additionalProperties": {"type": "object"}},
-            "backbone_paths": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
-        },
+    keys = {
+        **axes,
+        "settings": {"type": "object", "additionalProperties": False, "properties": settings},
+        "method_options": {"type": "object", "additionalProperties": {"type": "object"}},
+        "backbone_paths": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
     }
+    part = {"type": "object", "additionalProperties": False, "properties": keys,
+            "required": [axis_key(f.name) for f in config_fields("axis") if required(f)]}
+    return {**part, "properties": {**keys, "part": {"type": "array", "minItems": 1}}, "required": []}
+
+
+def part_schema() -> dict:
+    """JSON schema of one part with the top level's keys filled in: a complete grid."""
+    schema = grid_schema()
+    return {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "part"},
+            "required": [axis_key(f.name) for f in config_fields("axis") if required(f)]}
 
 
 @dataclass(frozen=True)
@@ -61,15 +68,31 @@ def load_grid(path: Path) -> Grid:
     """Read and check GRID.toml; every error names the file and the offending key."""
     path = Path(path)
     spec = load_toml(path)
+    check(spec, grid_schema(), path, "")
+    parts = [{**{k: v for k, v in spec.items() if k != "part"}, **part} for part in spec.get("part", [{}])]
+    configs: dict[str, RunConfig] = {}
+    skipped: dict[str, None] = {}
+    for number, part in enumerate(parts, 1):
+        where = f"part {number}: " if "part" in spec else ""
+        check(part, part_schema(), path, where)
+        try:
+            grid = expand(part, path.parent)
+        except BenchError as exc:
+            raise BenchError(f"{path}: {where}{exc}") from None
+        for config in grid.configs:
+            configs.setdefault(config.hash, config)  # parts may overlap: one run each
+        skipped.update(dict.fromkeys(grid.skipped))
+    return Grid(tuple(configs.values()), tuple(skipped))
+
+
+def check(spec: dict, schema: dict, path: Path, where: str) -> None:
+    """One line naming the file, the part and the key, or nothing."""
     try:
-        jsonschema.validate(spec, grid_schema())
+        jsonschema.validate(spec, schema)
     except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "top level"
-        raise BenchError(f"{path}: {where}: {exc.message}; fix the file (examples/grid.toml shows every key)") from None
-    try:
-        return expand(spec, path.parent)
-    except BenchError as exc:
-        raise BenchError(f"{path}: {exc}") from None
+        key = ".".join(str(p) for p in exc.absolute_path) or "top level"
+        raise BenchError(f"{path}: {where}{key}: {exc.message}; fix the file (examples/grid.toml shows every key)"
+                         ) from None
 
 
 def expand(spec: dict, folder: Path) -> Grid:
