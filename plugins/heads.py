@@ -1,4 +1,4 @@
-"""Built-in prediction heads (``auto`` picks ``mlp-<level>`` by the task's level)."""
+"""Built-in prediction heads; the MLPs are the ``--head auto`` choice for their level."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def build_cnn(hidden_size: int, out_dim: int, level: str):
 @hookimpl
 def register_heads(register) -> None:
     register(HeadSpec("mlp-protein", ("protein",), build_mlp,
-                      "Masked mean pooling, then a 32-unit MLP (the study's head)."))
+                      "Masked mean pooling, then a 32-unit MLP.", default_for=("protein",)))
     register(HeadSpec("mlp-residue", ("residue",), build_mlp,
-                      "The same 32-unit MLP applied to every residue."))
+                      "The same 32-unit MLP applied to every residue.", default_for=("residue",)))
     register(HeadSpec("light-attention", ("protein",), build_light_attention,
                       "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,

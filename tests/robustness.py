@@ -3,6 +3,7 @@ one's own, the CLI in-process, and a look at the store that bypasses the code un
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -57,12 +58,22 @@ def quick_run(task: Path, store: Path, *extra: object) -> Result:
                  *extra)
 
 
-def row_count(store: Path) -> int:
-    """Rows in the store as SQLite sees them (0 when there is no store)."""
+def row_count(store: Path, status: str | None = None) -> int:
+    """Rows in the store (of ``status``) as SQLite sees them (0 when there is no store)."""
     if not store.exists():
         return 0
     with sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True) as db:
+        if status:
+            return db.execute("SELECT count(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
         return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def failed_errors(store: Path) -> list[str]:
+    """The errors of the store's failed rows (the driver stores a run that failed, user errors too)."""
+    if not store.exists():
+        return []
+    with sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True) as db:
+        return [json.loads(text)["error"] for (text,) in db.execute("SELECT record FROM runs WHERE status = 'failed'")]
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.models.backbone import residue_mask
-from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+from plm_bench.run.protocol import RunContext, build, frozen_features
 from plm_bench.run.training import labels_for, loss_fn, predict
 from plm_bench.tasks.task import Example, Task
 

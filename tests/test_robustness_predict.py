@@ -19,7 +19,8 @@ from robustness import (
     write_task,
 )
 
-from plm_bench.results.store import Store, folder_for, record_schema
+from plm_bench.results.records import schema as record_schema
+from plm_bench.results.store import Store, folder_for
 
 KILL_AT_THE_SWAP = """
 import os, signal, sys

@@ -10,6 +10,7 @@ import pytest
 from robustness import (
     TASK_TOML,
     clean_environment,  # noqa: F401  (the autouse fixture)
+    failed_errors,
     quick_run,
     row_count,
     task_csv,
@@ -186,4 +187,6 @@ def test_fuzz_bad_task_files_and_fasta_fail_in_one_line_and_store_nothing(tmp_pa
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output
-    assert row_count(store) == 0
+    assert row_count(store, "finished") == 0
+    # a definition is refused before any run starts; bad data fails the run, which the driver stores as failed
+    assert failed_errors(store) in ([], [lines[0].removeprefix("error: ")])

@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from plm_bench.cli.common import allow_unverified_option, console, literal
+from plm_bench.cli.common import allow_unverified_option, console, data_dir_option, literal
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -99,3 +99,42 @@ def count_records(task, data_dir: Path, root: Path) -> Text:
     except BenchError as exc:
         return literal((str(exc), "red"))
     return literal(" / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test")))
+
+
+
+@data.command()
+@click.argument("task")
+@data_dir_option(DATA_DIR_HELP)
+@click.option("--split", "splits", type=click.Choice(["test", "valid"]), multiple=True,
+              help="Splits to compare with train (repeatable; default: test and valid).")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Best-scoring training sequences aligned in full per query.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write each protein's nearest training protein and identity as CSV.")
+def overlap(task: str, data_dir: Path | None, splits: tuple[str, ...], top: int, output: Path | None) -> None:
+    """Leakage: each test (and valid) protein's highest sequence identity to any training protein."""
+    import csv
+
+    from plm_bench import plugins
+    from plm_bench.tasks.overlap import THRESHOLDS, above, histogram, nearest
+
+    chosen = splits or ("test", "valid")
+    loaded = plugins.get("task", task).load(data_dir or default_data_dir())
+    train = [(e.id, e.sequence) for e in loaded["train"]]
+    found = {s: nearest([(e.id, e.sequence) for e in loaded[s]], train, top=top) for s in chosen}
+    table = Table("identity to train", *chosen, title=f"{task}: highest identity of each protein to the "
+                  f"{len(train)} training proteins")
+    columns = {s: histogram([n.identity for n in found[s]]) for s in chosen}
+    for i, (low, high, _) in enumerate(columns[chosen[0]]):
+        table.add_row(f"{low:.0%}–{high:.0%}", *(str(columns[s][i][2]) for s in chosen))
+    for threshold in THRESHOLDS:
+        table.add_row(f"≥ {threshold:.0%}", *(str(above([n.identity for n in found[s]])[threshold]) for s in chosen),
+                      style="bold")
+    console.print(table)
+    if output:
+        with output.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["split", "id", "nearest_train_id", "identity"])
+            for s in chosen:
+                writer.writerows([s, n.query, n.train, f"{n.identity:.4f}"] for n in found[s])
+        console.print(f"identities written to {output}", highlight=False)

@@ -18,19 +18,10 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import jsonschema
 
 from plm_bench.errors import BenchError
-
-if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
 WRITE_ATTEMPTS = 3  # a locked or briefly failing disk gets this many tries before the record is journaled
@@ -85,25 +76,6 @@ def journal(record: dict, folder: Path) -> Path:
     return path
 
 
-@cache
-def record_schema() -> dict:
-    return json.loads(files("plm_bench.results").joinpath("run_record.schema.json").read_text())
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    schema = record_schema()
-    return jsonschema.validators.validator_for(schema)(schema, format_checker=jsonschema.FormatChecker())
-
-
-def validate(record: dict) -> None:
-    """Raise BenchError if ``record`` does not match the shipped JSON schema."""
-    error = jsonschema.exceptions.best_match(_validator().iter_errors(record))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "record"
-        raise BenchError(f"invalid run record at {where}: {error.message}")
-
-
 class Store:
     """Run records in one SQLite file. ``read_only``: for commands that only read (the file
     must exist; it is opened ``mode=ro``, so nothing is written, not even the WAL setting)."""
@@ -149,7 +121,7 @@ class Store:
         A write that keeps failing (disk full, I/O error) leaves the record journaled beside
         the store, named in the error, and the next writer imports it: no result is lost.
         """
-        validate(record)
+        records.validate(record)
         try:
             text = json.dumps(record, sort_keys=True, allow_nan=False)
         except ValueError:
@@ -202,7 +174,7 @@ class Store:
         for path in sorted(pending_folder(self.path).glob("*.json")):
             try:
                 record = json.loads(path.read_text())
-                validate(record)
+                records.validate(record)
             except (OSError, ValueError, BenchError) as exc:
                 self._warn(f"{path}: not a valid journaled run record ({exc}); left in place, delete it")
                 continue
@@ -219,7 +191,7 @@ class Store:
         for run_id, text in self.db.execute(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args):
             try:
                 record = json.loads(text)
-                validate(record)
+                records.validate(record)
             except (ValueError, BenchError) as exc:
                 if run_id not in self._reported:
                     self._reported.add(run_id)
@@ -243,21 +215,3 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
-
-
-def failed_record(config: RunConfig, error: str, environment: dict) -> dict:
-    """The record of a run that did not finish, so the store shows it and a rerun retries it.
-
-    ``environment`` is that of the process that ran it; a driver whose worker died knows none
-    and passes ``{}``.
-    """
-    return {
-        "config": asdict(config),
-        "config_hash": config.hash,
-        "status": "failed",
-        "error": error,
-        "primary_metric": "",
-        "metrics": {},
-        "environment": environment,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    }

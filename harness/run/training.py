@@ -20,10 +20,12 @@ from torch import nn
 
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
+from plm_bench.results.artifacts import trainable_state
 from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig, RunContext
+    from plm_bench.config import RunConfig
+    from plm_bench.run.protocol import RunContext
 
 
 class Model(nn.Module):
@@ -106,7 +108,8 @@ class Outcome:
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights now (a checkpoint kept in memory)."""
+    return {name: t.clone() for name, t in trainable_state(model).items()}
 
 
 @torch.no_grad()
