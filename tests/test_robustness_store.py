@@ -5,6 +5,7 @@ create a store."""
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import shutil
 import sqlite3
@@ -122,7 +123,9 @@ def read_only_folder(tmp_path):
     try:
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        gc.collect()  # connections the commands left open hold files on the mount
+        if subprocess.run(["umount", str(folder)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
 def make_read_only(folder) -> None:

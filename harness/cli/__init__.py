@@ -21,14 +21,18 @@ class BenchGroup(click.Group):
     """Turns user-fixable errors into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
-        if threading.current_thread() is threading.main_thread():
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:
             # SIGTERM (timeout, SLURM) unwinds like Ctrl-C, so temporary files are removed on the way out
-            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return super().invoke(ctx)
         except BenchError as exc:
             err_console.print(literal((f"error: {exc}", "bold red")), soft_wrap=True)
             sys.exit(2)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)  # a host process (a test) keeps its own handling
 
 
 @click.group(cls=BenchGroup)
