@@ -171,3 +171,18 @@ def test_a_store_that_cannot_be_opened_for_writing_is_one_line(tmp_path, monkeyp
     monkeypatch.setattr(sqlite3, "connect", no_disk)
     with pytest.raises(BenchError, match="cannot open the results store for writing .disk I/O error.; free space"):
         Store(tmp_path / "results.sqlite")
+
+
+def test_when_the_store_disk_cannot_take_the_journal_either_it_goes_to_tmp_and_says_where_to_move_it(
+        store_path, tmp_path, monkeypatch):
+    store = Store(store_path)
+    monkeypatch.setattr(Store, "_insert", disk_full)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    pending_folder(store_path).write_text("a file where the folder would go: journaling beside the store fails")
+    with pytest.raises(BenchError) as failure:
+        store.add(copy.deepcopy(RECORD))
+    kept = tmp_path / "tmp" / "plm-bench-pending" / f"{RECORD['config_hash']}.json"
+    assert f"kept in {kept}: move it into {pending_folder(store_path)} once the disk has room" in str(failure.value)
+    assert json.loads(kept.read_text()) == RECORD

@@ -134,9 +134,11 @@ class Store:
                 problem = exc
                 time.sleep(0.2 * 2 ** attempt)
         else:
+            kept, pending = self._keep(record), pending_folder(self.path)
+            then = ("it" if kept.parent == pending else f"move it into {pending} once the disk has room; then it") + \
+                " is added by the next `bench run` or `bench grid` on this store"
             raise BenchError(f"{self.path}: the run finished but could not be stored ({problem}); its record is "
-                             f"kept in {self._keep(record)} and is added by the next `bench run` or `bench grid` "
-                             "on this store once the disk has room") from None
+                             f"kept in {kept}: {then}") from None
         (pending_folder(self.path) / f"{record['config_hash']}.json").unlink(missing_ok=True)
         if "artifact" in record:
             from plm_bench.results.artifacts import prune
