@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from plm_bench.cli.common import console, data_dir_option
@@ -77,25 +78,30 @@ def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
     """Per task: each source file present / missing / corrupt / unverified, and the records
     of each split that the present files give."""
     folder = data_dir or default_data_dir()
-    table = Table("task", "format", "file", "status", "records (train / valid / test)", title=f"task data in {folder}")
+    table = Table("task", "format", "file", "status", "records (train / valid / test)", "repeated sequences",
+                  title=f"task data in {folder}")
     table.columns[2].overflow = "fold"
     colours = {"present": "green", "unverified": "yellow", "missing": "red", "corrupt": "bold red"}
     for task in declarative_tasks(tasks):
         root = folder / task.data_folder
-        records = count_records(task, folder, root)
+        records, repeats = count_records(task, folder, root)
         for i, (form, source, state) in enumerate(task.source_status(root)):
             table.add_row(task.name if i == 0 else "", form.format, f"{task.data_folder}/{source.file}",
-                          f"[{colours[state]}]{state}[/]", records if i == 0 else "")
+                          f"[{colours[state]}]{state}[/]", records if i == 0 else "", repeats if i == 0 else "")
     console.print(table)
 
 
-def count_records(task, data_dir: Path, root: Path) -> str:
+def count_records(task, data_dir: Path, root: Path) -> tuple[str, str]:
+    """Records per split and the sequences repeated within or across the present splits."""
+    from plm_bench.tasks.overlap import duplicates
+
     present = task.present_splits(root)
     try:
         splits = task.load(data_dir, splits=present) if present else {}
     except BenchError as exc:
-        return f"[red]{exc}[/]"
-    return " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+        return f"[red]{escape(str(exc))}[/]", ""
+    counts = " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+    return counts, escape(duplicates(splits).summary()) if splits else ""
 
 
 @data.command()
