@@ -50,7 +50,10 @@ def test_repeated_sequences_are_found_within_and_across_splits():
     assert (found.within(), found.across()) == (1, 2)
 
 
-def test_the_disorder_duplicates_biotrainer_caught_are_listed(data_dir):
-    result = CliRunner().invoke(main, ["data", "list", "disorder", "--data-dir", str(data_dir)], terminal_width=400)
+def test_the_disorder_duplicates_biotrainer_caught_are_listed(data_dir, monkeypatch):
+    from plm_bench.cli import common
+
+    monkeypatch.setattr(common.console, "width", 400)
+    result = CliRunner().invoke(main, ["data", "list", "disorder", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     assert "2 within a split, 1 across splits" in result.output and "valid 15720 = train 7339" in result.output
