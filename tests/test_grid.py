@@ -217,13 +217,13 @@ def test_flags_reach_the_launcher_as_options(tmp_path, store_path, monkeypatch, 
 
 
 def test_parts_of_a_grid_differ_in_their_axes_and_fall_back_to_the_top(tmp_path):
-    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\nepochs = 2\n'
+    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\nepochs = 2\nlr = 0.01\n'
                            '[[part]]\nmethods = ["frozen"]\nseeds = [1, 2, 3]\n'
                            '[[part]]\nmethods = ["full"]\nseeds = [1]\n[part.settings]\nepochs = 3\n'
                            '[[part]]\nmethods = ["frozen"]\nseeds = [3]\n')  # overlaps the first: one run
     plan = load_grid(grid)
-    assert [(c.method, c.seed, c.epochs) for c in plan.configs] == [
-        ("frozen", 1, 2), ("frozen", 2, 2), ("frozen", 3, 2), ("full", 1, 3)]
+    assert [(c.method, c.seed, c.epochs, c.lr) for c in plan.configs] == [
+        ("frozen", 1, 2, 0.01), ("frozen", 2, 2, 0.01), ("frozen", 3, 2, 0.01), ("full", 1, 3, 0.01)]
 
 
 def test_a_part_missing_a_required_axis_is_named(tmp_path):

@@ -6,7 +6,8 @@ anywhere (this process, one per GPU, Ray tasks, a SLURM job array). Its keys are
 every setting a key of ``[settings]``, and the two per-name tables ``[method_options.METHOD]``
 and ``[backbone_paths]``. A grid whose parts differ in their axes (the study ran 5 seeds of
 frozen embeddings but 3 of fine-tuning) lists them as ``[[part]]`` tables: each part is a grid of
-its own whose keys fall back to the top level's, and the plan is their union in file order.
+its own whose keys fall back to the top level's (its tables, e.g. ``[part.settings]``, add to the
+top level's), and the plan is their union in file order.
 ``[sweep]`` turns settings into axes (``lr = [1e-4, 3e-4]``) and ``[sweep.method_options.METHOD]``
 a method's options (``rank = [4, 8]``; ``targets = [["query", "key"], ["key", "value"]]``), so a
 sensitivity study is one grid (``bench leaderboard --by`` shows it).
@@ -78,7 +79,9 @@ def load_grid(path: Path) -> Grid:
     path = Path(path)
     spec = load_toml(path)
     check(spec, grid_schema(), path, "")
-    parts = [{**{k: v for k, v in spec.items() if k != "part"}, **part} for part in spec.get("part", [{}])]
+    top = {k: v for k, v in spec.items() if k != "part"}
+    parts = [{**top, **part, **{k: {**top[k], **v} for k, v in part.items() if isinstance(v, dict) and k in top}}
+             for part in spec.get("part", [{}])]  # a part's tables add to the top level's
     configs: dict[str, RunConfig] = {}
     skipped: dict[str, None] = {}
     for number, part in enumerate(parts, 1):
