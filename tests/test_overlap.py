@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from plm_bench.cli import main
-from plm_bench.tasks.overlap import above, histogram, identity, nearest
+from plm_bench.tasks.overlap import above, duplicates, histogram, identity, nearest
 
 
 def test_identity_counts_identical_residues_over_the_shorter_sequence():
@@ -38,3 +38,22 @@ def test_bench_data_overlap_on_the_disorder_split(data_dir, tmp_path):
     identities = [float(r.rsplit(",", 1)[1]) for r in rows[1:]]
     assert all(0.0 <= v <= 1.0 for v in identities)
     assert "≥ 100%" in result.output
+
+
+def test_repeated_sequences_are_found_within_and_across_splits():
+    from plm_bench.tasks.task import Example
+
+    splits = {"train": [Example("a", "MKV", 0.0), Example("b", "MKV", 1.0), Example("c", "WW", 0.0)],
+              "valid": [Example("d", "WW", 0.0)], "test": [Example("e", "MKV", 0.0), Example("f", "PP", 0.0)]}
+    found = duplicates(splits)
+    assert found.pairs == (("train", "b", "train", "a"), ("valid", "d", "train", "c"), ("test", "e", "train", "a"))
+    assert (found.within(), found.across()) == (1, 2)
+
+
+def test_the_disorder_duplicates_biotrainer_caught_are_listed(data_dir, monkeypatch):
+    from plm_bench.cli import common
+
+    monkeypatch.setattr(common.console, "width", 400)
+    result = CliRunner().invoke(main, ["data", "list", "disorder", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "2 within a split, 1 across splits" in result.output and "valid 15720 = train 7339" in result.output

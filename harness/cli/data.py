@@ -79,26 +79,31 @@ def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
     """Per task: each source file present / missing / corrupt / unverified, and the records
     of each split that the present files give."""
     folder = data_dir or default_data_dir()
-    table = Table("task", "format", "file", "status", "records (train / valid / test)", title=f"task data in {folder}")
+    table = Table("task", "format", "file", "status", "records (train / valid / test)", "repeated sequences",
+                  title=f"task data in {folder}")
     table.columns[2].overflow = "fold"
     colours = {"present": "green", "unverified": "yellow", "missing": "red", "corrupt": "bold red"}
     for task in declarative_tasks(tasks):
         root = folder / task.data_folder
-        records = count_records(task, folder, root)
+        records, repeats = count_records(task, folder, root)
         for i, (form, source, state) in enumerate(task.source_status(root)):
             table.add_row(literal(task.name if i == 0 else ""), literal(form.format),
                           literal(f"{task.data_folder}/{source.file}"), literal((state, colours[state])),
-                          records if i == 0 else "")
+                          records if i == 0 else "", repeats if i == 0 else "")
     console.print(table)
 
 
-def count_records(task, data_dir: Path, root: Path) -> Text:
+def count_records(task, data_dir: Path, root: Path) -> tuple[Text, Text]:
+    """Records per split and the sequences repeated within or across the present splits."""
+    from plm_bench.tasks.overlap import duplicates
+
     present = task.present_splits(root)
     try:
         splits = task.load(data_dir, splits=present) if present else {}
     except BenchError as exc:
-        return literal((str(exc), "red"))
-    return literal(" / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test")))
+        return literal((str(exc), "red")), literal("")
+    counts = " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+    return literal(counts), literal(duplicates(splits).summary() if splits else "")
 
 
 

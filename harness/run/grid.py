@@ -6,7 +6,11 @@ anywhere (this process, one per GPU, Ray tasks, a SLURM job array). Its keys are
 every setting a key of ``[settings]``, and the two per-name tables ``[method_options.METHOD]``
 and ``[backbone_paths]``. A grid whose parts differ in their axes (the study ran 5 seeds of
 frozen embeddings but 3 of fine-tuning) lists them as ``[[part]]`` tables: each part is a grid of
-its own whose keys fall back to the top level's, and the plan is their union in file order.
+its own whose keys fall back to the top level's (its tables, e.g. ``[part.settings]``, add to the
+top level's), and the plan is their union in file order.
+``[sweep]`` turns settings into axes (``lr = [1e-4, 3e-4]``) and ``[sweep.method_options.METHOD]``
+a method's options (``rank = [4, 8]``; ``targets = [["query", "key"], ["key", "value"]]``), so a
+sensitivity study is one grid (``bench leaderboard --by`` shows it).
 
 Nothing here imports torch at module level, so `bench --help` stays fast.
 """
@@ -42,6 +46,12 @@ def grid_schema() -> dict:
         "settings": {"type": "object", "additionalProperties": False, "properties": settings},
         "method_options": {"type": "object", "additionalProperties": {"type": "object"}},
         "backbone_paths": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+        "sweep": {"type": "object", "additionalProperties": False, "properties": {
+            **{name: {"type": "array", "items": schema, "minItems": 1, "uniqueItems": True}
+               for name, schema in settings.items()},
+            "method_options": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}},
+        }},
     }
     part = {"type": "object", "additionalProperties": False, "properties": keys,
             "required": [axis_key(f.name) for f in config_fields("axis") if required(f)]}
@@ -69,7 +79,9 @@ def load_grid(path: Path) -> Grid:
     path = Path(path)
     spec = load_toml(path)
     check(spec, grid_schema(), path, "")
-    parts = [{**{k: v for k, v in spec.items() if k != "part"}, **part} for part in spec.get("part", [{}])]
+    top = {k: v for k, v in spec.items() if k != "part"}
+    parts = [{**top, **part, **{k: {**top[k], **v} for k, v in part.items() if isinstance(v, dict) and k in top}}
+             for part in spec.get("part", [{}])]  # a part's tables add to the top level's
     configs: dict[str, RunConfig] = {}
     skipped: dict[str, None] = {}
     for number, part in enumerate(parts, 1):
@@ -83,6 +95,11 @@ def load_grid(path: Path) -> Grid:
             configs.setdefault(config.hash, config)  # parts may overlap: one run each
         skipped.update(dict.fromkeys(grid.skipped))
     return Grid(tuple(configs.values()), tuple(skipped))
+
+
+def combinations(lists: dict[str, list]) -> list[dict]:
+    """Every choice of one value per key (one empty choice when there are no keys)."""
+    return [dict(zip(lists, values, strict=True)) for values in itertools.product(*lists.values())]
 
 
 def check(spec: dict, schema: dict, path: Path, where: str) -> None:
@@ -109,21 +126,28 @@ def expand(spec: dict, folder: Path) -> Grid:
             raise BenchError(f"backbone_paths.{name}: {p} is not a directory; point it at the saved weights")
     for name in axes["backbones"]:
         plugins.get("backbone", name)
-    settings = spec.get("settings", {})
+    sweep = dict(spec.get("sweep", {}))
+    option_sweeps = sweep.pop("method_options", {})
+    for method in option_sweeps:
+        if method not in axes["methods"]:
+            raise BenchError(f"[sweep.method_options.{method}]: {method} is not in methods; add it there or drop it")
     configs: dict[str, RunConfig] = {}
     skipped: dict[str, None] = {}
-    for values in itertools.product(*(axes[axis_key(a)] for a in AXES)):
+    for values, swept in itertools.product(itertools.product(*(axes[axis_key(a)] for a in AXES)),
+                                           combinations(sweep)):
         axis = dict(zip(AXES, values, strict=True))
-        config = RunConfig(
-            **axis, backbone_path=str(paths[axis["backbone"]]) if axis["backbone"] in paths else None,
-            method_options=spec.get("method_options", {}).get(axis["method"], {}), **settings,
-        ).resolved()
-        task = axis["task"]
-        level = plugins.get("task", task).level
-        if level not in plugins.get("head", config.head).levels:
-            skipped[f"head {config.head} × task {task} ({level} level)"] = None
-            continue
-        configs.setdefault(config.hash, config)  # e.g. heads "auto" and "mlp-protein" on gb1 are one run
+        for options in combinations(option_sweeps.get(axis["method"], {})):
+            config = RunConfig(
+                **axis, backbone_path=str(paths[axis["backbone"]]) if axis["backbone"] in paths else None,
+                method_options={**spec.get("method_options", {}).get(axis["method"], {}), **options},
+                **{**spec.get("settings", {}), **swept},
+            ).resolved()
+            task = axis["task"]
+            level = plugins.get("task", task).level
+            if level not in plugins.get("head", config.head).levels:
+                skipped[f"head {config.head} × task {task} ({level} level)"] = None
+                continue
+            configs.setdefault(config.hash, config)  # e.g. heads "auto" and "mlp-protein" on gb1 are one run
     if not configs:
         raise BenchError("no head in heads serves any task in tasks; use heads = [\"auto\"]")
     return Grid(tuple(configs.values()), tuple(skipped))

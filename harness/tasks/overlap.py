@@ -76,3 +76,41 @@ def above(values: Sequence[float], thresholds: Sequence[float] = THRESHOLDS) -> 
     """How many values reach each threshold (identity >= t)."""
     array = np.asarray(values, dtype=float)
     return {t: int((array >= t - 1e-9).sum()) for t in thresholds}
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Exact repeats of a sequence: within one split, and of a training sequence in valid/test.
+
+    ``pairs`` are ``(split, id, split of the first copy, id of the first copy)``, in split order
+    (train, valid, test) then file order, so "the first copy" is the one ``--dedup`` keeps.
+    """
+
+    pairs: tuple[tuple[str, str, str, str], ...]
+
+    def within(self) -> int:
+        return sum(a == b for a, _, b, _ in self.pairs)
+
+    def across(self) -> int:
+        return sum(a != b for a, _, b, _ in self.pairs)
+
+    def summary(self, limit: int = 3) -> str:
+        if not self.pairs:
+            return "none"
+        shown = "; ".join(f"{s} {i} = {fs} {fi}" for s, i, fs, fi in self.pairs[:limit])
+        more = f"; {len(self.pairs) - limit} more" if len(self.pairs) > limit else ""
+        return f"{self.within()} within a split, {self.across()} across splits ({shown}{more})"
+
+
+def duplicates(splits: dict[str, Sequence]) -> Duplicates:
+    """Every example whose sequence appeared before (``splits`` maps split → examples)."""
+    first: dict[str, tuple[str, str]] = {}
+    pairs = []
+    for split, examples in splits.items():
+        for e in examples:
+            key = digest(e.sequence)
+            if key in first:
+                pairs.append((split, e.id, *first[key]))
+            else:
+                first[key] = (split, e.id)
+    return Duplicates(tuple(pairs))
