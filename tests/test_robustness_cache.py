@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -132,3 +134,38 @@ def test_a_failing_embedding_leaves_no_temporary(cache):
     with pytest.raises(RuntimeError):
         cache.features(examples(), fail)
     assert list(cache.folder.iterdir()) == []
+
+
+SLOW_EMBEDDING = """
+import sys, time
+from pathlib import Path
+from plm_bench.run import protocol
+def stall(*args, **kwargs):
+    Path(sys.argv[1]).write_text("embedding")  # the cache entry's temporary exists now
+    time.sleep(120)
+protocol.embed_all = stall
+from plm_bench.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_sigterm_mid_write_removes_the_temporary(tmp_path):
+    from robustness import write_task
+
+    cache_root, marker = tmp_path / "cache-root", tmp_path / "embedding"
+    run = subprocess.Popen([sys.executable, "-c", SLOW_EMBEDDING, str(marker), "run", "--backbone", "onehot",
+                            "--task", str(write_task(tmp_path)), "--store", str(tmp_path / "s.sqlite"), "--device",
+                            "cpu"], env={**os.environ, embeddings.CACHE_ENV: str(cache_root),
+                                         "PLM_BENCH_TASK_FILES": ""}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), run.stderr.read() if run.poll() is not None else "the run never started embedding"
+        assert list((cache_root / "embeddings").glob("*.tmp"))  # mid-write
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        run.kill()
+        run.wait()
+    assert list((cache_root / "embeddings").iterdir()) == []
