@@ -70,9 +70,10 @@ class RunConfig:
     checkpoint: str = setting("early-stop", "Report the early-stopping checkpoint, or train all epochs and "
                               "report the best (both are recorded when all epochs run).",
                               {"enum": ["early-stop", "best-of-N"]})
-    limit_train: int | None = setting(None, "Use only the first N training examples (a quick run).", _COUNT,
-                                      nullable=True)
-    limit_eval: int | None = setting(None, "Use only the first N validation and test examples (a quick run).",
+    limit_train: int | None = setting(None, "Use only N training examples, drawn at random with the seed "
+                                      "(a quick run).", _COUNT, nullable=True)
+    limit_eval: int | None = setting(None, "Use only N validation and N test examples, drawn at random with the "
+                                     "seed (a quick run).",
                                      _COUNT, nullable=True)
 
     def resolved(self) -> RunConfig:
