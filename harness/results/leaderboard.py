@@ -540,7 +540,7 @@ def render_html(report: Report) -> str:
 
     def cell_html(column: str, value) -> str:
         if not isinstance(value, Cell):
-            klass = "num" if isinstance(value, float | int) else "label"
+            klass = "num" if column in numeric or isinstance(value, float | int) else "label"
             return f'<td class="{klass}">{html.escape(text(value))}</td>'
         low, width = scale[column]
         spread = "" if value.half_width is None else f' <span class="ci">± {value.half_width:.3f}</span>'
