@@ -181,11 +181,12 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
 
 
 def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list[Example]]:
-    """A random subset of ``limit_train``/``limit_eval`` examples of each split, drawn with the run's
-    seed (so the config, which records both, reproduces it) and kept in file order.
+    """A random subset of ``limit_train``/``limit_eval`` examples of each split, drawn with
+    ``limit_seed`` (recorded in the config, so the record reproduces it) and kept in file order.
 
     The first N rows of a file sorted by label or length would bias a quick run; a seeded draw
-    does not, and runs of the same seed (say, two methods to compare) see the same subset.
+    does not. The draw ignores the run's seed, so every seed and method of a quick run sees the
+    same subset: seed CIs measure training noise, deltas pair, frozen embeddings are shared.
     """
     caps = {"train": config.limit_train, "valid": config.limit_eval, "test": config.limit_eval}
     out = {}
@@ -194,7 +195,7 @@ def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list
         if cap is None or cap >= len(examples):
             out[name] = examples
             continue
-        picks = sorted(random.Random(f"{config.seed}/{name}").sample(range(len(examples)), cap))
+        picks = sorted(random.Random(f"{config.limit_seed}/{name}").sample(range(len(examples)), cap))
         out[name] = [examples[i] for i in picks]
     return out
 
