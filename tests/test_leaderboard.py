@@ -127,6 +127,10 @@ def test_smoke_runs_are_hidden_unless_asked_for_and_where_filters_any_setting():
     assert len(lb.select(runs, backbone=["onehot"])[0]) == 1
     with pytest.raises(BenchError, match="FIELD one of backbone, task"):
         lb.parse_where(["nosuch=1"])
+    with pytest.raises(BenchError, match="no stored run has backbone = esm2-3b; the store has: esm2-8m, onehot"):
+        lb.select(runs, backbone=["esm2-3b"])
+    with pytest.raises(BenchError, match="no stored run has epochs = 7; the store has: 1"):
+        lb.select(runs, lb.parse_where(["epochs=7"]))
 
 
 def test_by_leads_the_row_labels_and_unknown_fields_are_refused():
@@ -269,7 +273,8 @@ def test_cli_leaderboard_formats_filters_plot_and_errors(store_path, tmp_path):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags], terminal_width=250)
         assert result.exit_code == 0, (flags, result.output)
     for flags, message in ((["--metric", "nosuch"], "they have: mse, spearman"),
-                           (["--where", "nosuch=1"], "FIELD one of"), (["--delta", "nosuch=1"], "unknown setting")):
+                           (["--where", "nosuch=1"], "FIELD one of"), (["--delta", "nosuch=1"], "unknown setting"),
+                           (["--task", "aav"], "the store has: gb1")):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)
         assert len(result.output.strip().splitlines()) == 1

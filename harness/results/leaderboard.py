@@ -145,12 +145,25 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
         return (all(json.dumps(config[k], sort_keys=True) == v for k, v in where.items())
                 and all(not wanted or config[k] in wanted for k, wanted in any_of.items()))
 
+    check_filters(records, where, any_of)
     chosen = [r for r in records if keep(r)]
     hidden = [r for r in chosen if smoke(r)]
     if include_smoke or not hidden:
         return chosen, []
     return [r for r in chosen if not smoke(r)], [f"{len(hidden)} smoke runs (--limit-train/--limit-eval) "
                                                  "hidden: not comparable with full runs; --smoke shows them"]
+
+
+def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, Sequence[str]]) -> None:
+    """One clear error, listing what the store has, for a filter value that no record has."""
+    configs = [asdict(rec.config_of(r)) for r in records]
+    for name, wanted in [*((k, [v]) for k, v in where.items()), *any_of.items()]:
+        present = {json.dumps(c[name], sort_keys=True) if name in where else c[name] for c in configs}
+        missing = [w for w in wanted if w not in present]
+        if missing and records:
+            shown = sorted(show(v) if name in where else str(v) for v in present)
+            value = show(missing[0]) if name in where else missing[0]
+            raise BenchError(f"no stored run has {name} = {value}; the store has: {', '.join(shown)}")
 
 
 def layout(conditions: Iterable[Condition], by: Sequence[str] = (), skip: Iterable[str] = (COLUMN,)
