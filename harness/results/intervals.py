@@ -10,7 +10,7 @@ import math
 from statistics import mean, stdev
 
 import numpy as np
-from scipy.stats import t
+from scipy import stats
 
 from plm_bench.errors import BenchError
 from plm_bench.tasks.metrics import score
@@ -45,5 +45,5 @@ def mean_ci(values: list[float], rule: str = "t") -> tuple[float, float | None]:
         raise BenchError(f"CI rule {rule!r}: unknown; use one of {', '.join(CI_RULES)}")
     if len(values) < 2:
         return values[0], None
-    quantile = 1.96 if rule == "normal" else float(t.ppf(0.975, len(values) - 1))
+    quantile = 1.96 if rule == "normal" else float(stats.t.ppf(0.975, len(values) - 1))
     return mean(values), quantile * stdev(values) / math.sqrt(len(values))
