@@ -80,7 +80,6 @@ def test_runs_lists_ids_that_predict_accepts_and_frozen_cost_includes_the_embedd
 
 
 def test_embed_gives_the_frozen_cache_embeddings(tiny_esm, tmp_path):
-    h5py = pytest.importorskip("h5py")
     examples = CHARGE.load(tmp_path)["train"][:6]
     write_fasta(tmp_path / "in.fasta", examples)
     out = bench("embed", "esm2-8m", str(tmp_path / "in.fasta"), "-o", str(tmp_path / "out.npz"),
@@ -99,6 +98,7 @@ def test_embed_gives_the_frozen_cache_embeddings(tiny_esm, tmp_path):
         np.testing.assert_allclose(exported[example.id], direct[i, : len(example.sequence)].numpy(),
                                    rtol=1e-2, atol=1e-3)  # the backbone's output, as fp16 holds it
 
+    h5py = pytest.importorskip("h5py")  # the [h5] extra, part of [test]
     bench("embed", "esm2-8m", str(tmp_path / "in.fasta"), "-o", str(tmp_path / "out.h5"), "--per-protein",
           "--backbone-path", str(tiny_esm), "--device", "cpu")
     with h5py.File(tmp_path / "out.h5") as handle:

@@ -212,17 +212,26 @@ def higher_is_better(metric: str | None) -> bool | None:
     return spec.higher_is_better if spec else None
 
 
+def row_key(record: dict) -> str:
+    """The record's condition without the task (a row of a leaderboard), as JSON."""
+    return json.dumps({k: v for k, v in condition(record).items() if k != COLUMN})
+
+
 def by_condition(records: list[dict], metric: str | None) -> dict[str, dict[str, dict[int, float]]]:
-    """condition (as JSON, task left out) -> task -> seed -> test value; a later run of the same
-    condition and seed replaces an earlier one."""
+    """row key -> task -> seed -> test value; a later run of the same condition and seed
+    replaces an earlier one."""
     cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for record in sorted(records, key=lambda r: r.get("run_id", 0)):
         value = rec.test_score(record, metric)
         if value is not None:
-            c = condition(record)
-            cells[json.dumps({k: v for k, v in c.items() if k != COLUMN})][json.loads(c[COLUMN])][
-                record["config"][REPLICATE]] = value
+            cells[row_key(record)][record["config"][COLUMN]][record["config"][REPLICATE]] = value
     return cells
+
+
+def smoke_flag(records: list[dict]) -> Callable[[str], tuple[str, ...]]:
+    """Row key -> ("smoke",) for the rows of smoke runs, so they stay marked wherever shown."""
+    keys = {row_key(r) for r in records if smoke(r)}
+    return lambda key: ("smoke",) if key in keys else ()
 
 
 def titled(what: str, metric: str | None, ci: str) -> str:
@@ -243,7 +252,7 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
     if reference and metric:
         raise BenchError("the study's reference values are for each task's primary metric; drop --metric")
     notes = check_metric(records, metric)
-    cells = by_condition(records, metric)
+    cells, flagged = by_condition(records, metric), smoke_flag(records)
     conditions = {key: json.loads(key) for key in cells}
     labels, caption = layout(conditions.values(), by)
     tasks = sorted({task for per_task in cells.values() for task in per_task})
@@ -256,7 +265,7 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         comparable = json.loads(c.get("protocol", "null")) == STUDY_PROTOCOL and json.loads(c["init"]) == "pretrained"
         others += reference and not comparable
         for task, seeds in per_task.items():
-            cell = aggregate(list(seeds.values()), ci, ("smoke",) if is_smoke(c) else ())
+            cell = aggregate(list(seeds.values()), ci, flagged(key))
             if reference:
                 study = study_reference().get((json.loads(c["backbone"]), task, json.loads(c["method"])))
                 if study and comparable:
@@ -275,10 +284,6 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         if others:
             report.caption.append(f"{others} conditions not of the study protocol have no study value")
     return report
-
-
-def is_smoke(c: Condition) -> bool:
-    return json.loads(c["limit_train"]) is not None or json.loads(c["limit_eval"]) is not None
 
 
 def overlaps(cell: Cell, study_mean: float, study_half_width: float) -> bool:
@@ -313,7 +318,7 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
     axis, baseline = parse_delta(spec)
     notes = check_metric(records, metric)
     ignored = AXIS_FIELDS.get(axis, (axis,))
-    cells = by_condition(records, metric)
+    cells, flagged = by_condition(records, metric), smoke_flag(records)
     conditions = {key: json.loads(key) for key in cells}
 
     def pair_key(c: Condition) -> str:
@@ -351,7 +356,7 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
             shared = sorted(set(seeds) & set(base.get(task, {})))
             if not shared:
                 continue
-            cell = aggregate([seeds[s] - base[task][s] for s in shared], ci, ("smoke",) if is_smoke(c) else ())
+            cell = aggregate([seeds[s] - base[task][s] for s in shared], ci, flagged(key))
             row[task] = replace(cell, flags=(*cell.flags, *sign(cell.mean, cell.half_width)))
             ours, theirs = aggregate(list(seeds.values()), ci), aggregate(list(base[task].values()), ci)
             row[f"{task} ({FIGURE1})"] = figure1(ours, theirs)
@@ -419,7 +424,7 @@ def costs(records: list[dict], metric: str | None = None, ci: str = "t", by: Seq
                                                                 label(conditions[kv[0]], labels))):
         c = conditions[key]
         row: dict = {"test": aggregate([rec.test_score(r, metric) for r in group], ci,
-                                       ("smoke",) if is_smoke(c) else ())}
+                                       ("smoke",) if smoke(group[0]) else ())}
         row.update({column: read([r["cost"] for r in group]) for column, read in COSTS.items()})
         report.rows[(json.loads(c[COLUMN]), *label(c, labels))] = row
     return report
