@@ -381,8 +381,13 @@ def figure1(ours: Cell, theirs: Cell) -> str:
     return f"{difference:+.3f} {verdict[0] if verdict else 'within CIs'}"
 
 
+MEMORY_KINDS = {"cuda": "GPU allocated", "process_rss": "process RSS",
+                "process_rss_lifetime": "process RSS (lifetime peak)"}  # record kind -> column text
+
+
 def memory_kind(cost: dict) -> str:
-    return {"cuda": "GPU allocated", "process_rss": "process RSS"}[cost["peak_memory"]["kind"]]
+    kind = cost["peak_memory"]["kind"]
+    return MEMORY_KINDS.get(kind, kind)
 
 
 def peak_bytes(cost: dict) -> int:
