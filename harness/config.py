@@ -70,10 +70,12 @@ class RunConfig:
     checkpoint: str = setting("early-stop", "Report the early-stopping checkpoint, or train all epochs and "
                               "report the best (both are recorded when all epochs run).",
                               {"enum": ["early-stop", "best-of-N"]})
-    limit_train: int | None = setting(None, "Use only the first N training examples (a quick run).", _COUNT,
-                                      nullable=True)
-    limit_eval: int | None = setting(None, "Use only the first N validation and test examples (a quick run).",
-                                     _COUNT, nullable=True)
+    limit_train: int | None = setting(None, "Use only N training examples, drawn at random with --limit-seed "
+                                      "(a quick run).", _COUNT, nullable=True)
+    limit_eval: int | None = setting(None, "Use only N validation and N test examples, drawn at random with "
+                                     "--limit-seed (a quick run).", _COUNT, nullable=True)
+    limit_seed: int = setting(0, "Seed of the --limit-train/--limit-eval draw; apart from --seed, so every seed "
+                              "and method of a quick run sees the same subset.", {"type": "integer"})
 
     def resolved(self) -> RunConfig:
         """Fill the defaults that depend on plugins (method, head by task level, lr and options by
