@@ -7,6 +7,7 @@ those embeddings; other methods train backbone and head end to end.
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import time
@@ -197,7 +198,18 @@ def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list
             continue
         picks = sorted(random.Random(f"{config.limit_seed}/{name}").sample(range(len(examples)), cap))
         out[name] = [examples[i] for i in picks]
+    if config.train_fraction < 1:
+        out["train"] = nested_subset(out["train"], config.train_fraction, config.limit_seed)
     return out
+
+
+def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[Example]:
+    """The first ``ceil(fraction * n)`` of one seeded permutation, in file order: for one seed a
+    larger fraction's subset contains every smaller one's (a learning curve adds data, it never
+    swaps it)."""
+    order = list(range(len(examples)))
+    random.Random(f"{seed}/train-fraction").shuffle(order)
+    return [examples[i] for i in sorted(order[: math.ceil(fraction * len(examples))])]
 
 
 @torch.no_grad()
