@@ -163,7 +163,9 @@ class Profiler:
             step(batch)
         self._sync()
         seconds = time.perf_counter() - started
-        tokens = self.backbone.tokenize([e.sequence for e in batch])["input_ids"].numel()
+        inputs = self.backbone.tokenize([e.sequence for e in batch])
+        # Token ids count special tokens too; a backbone without them (one-hot) sees the residues.
+        tokens = inputs["input_ids"].numel() if "input_ids" in inputs else batch_size * length
         flops = model_flops(self.parameters, tokens, mode, self.full) * steps / seconds
         return Rate(mode=mode, batch_size=batch_size, length=length, steps=steps, seconds=seconds,
                     residues_per_second=batch_size * length * steps / seconds, flops_per_second=flops,

@@ -212,8 +212,9 @@ class Store:
         rows = self._rows("config_hash = ? AND status = 'finished'", config_hash)
         return rows[-1] if rows else None
 
-    def records(self, status: str = "finished") -> list[dict]:
-        return self._rows("status = ?", status)
+    def records(self, status: str | None = "finished") -> list[dict]:
+        """Records of one status (None: all), oldest first, each with its ``run_id``."""
+        return self._rows("1 = 1") if status is None else self._rows("status = ?", status)
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,129 @@
+"""Embedding files: what ``bench embed`` writes and what frozen runs can read back.
+
+They come from the same on-disk cache and batching as frozen runs (so a FASTA of a task's
+sequences reuses that run's entry, and the numbers are the ones its head trained on: the
+cache's fp16 values). ``.npz`` holds one array per id; ``.h5`` one dataset per id with the id
+in its ``original_id`` attribute, the layout biotrainer and bio_embeddings read (needs h5py:
+``pip install 'plm-bench[h5]'``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from plm_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from plm_bench.run.protocol import RunContext
+
+SUFFIXES = {".npz": "npz", ".h5": "h5", ".hdf5": "h5"}
+
+
+def file_kind(path: Path) -> str:
+    """``npz`` or ``h5`` by the suffix, or one line naming the suffixes."""
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise BenchError(f"{path}: write .npz, .h5 or .hdf5 (the suffix picks the format)")
+    return kind
+
+
+def embeddings(backbone: str, examples: list, per_protein: bool, context: RunContext, **settings) -> dict:
+    """id -> float32 array ``[length, hidden]`` (or ``[hidden]`` per protein), through the frozen cache."""
+    import numpy as np
+
+    from plm_bench import plugins
+    from plm_bench.config import RunConfig
+    from plm_bench.models.backbone import load_backbone
+    from plm_bench.run.protocol import frozen_features, seed_everything
+
+    # The cache key depends on the weights, dtype, long-sequence policy and sequences, not the task.
+    config = RunConfig(backbone=backbone, task="embed", method="frozen", **settings)
+    spec = plugins.get("backbone", backbone)
+    with context.progress:
+        seed_everything(config.seed)  # random-init weights, as a frozen run of this seed builds them
+        model = load_backbone(spec, config.backbone_path or spec.hub_id, context.torch_device, dtype=config.dtype,
+                              init=config.init, long_policy=config.long_policy)
+        features = frozen_features(model, {"input": examples}, config, context)["input"]
+    out = {}
+    for i, example in enumerate(examples):
+        rows = features[i].cpu().numpy()
+        out[example.id] = rows.mean(axis=0) if per_protein else rows
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def write(output: Path, kind: str, arrays: dict) -> None:
+    """``arrays`` (id -> array) to ``output`` as ``kind`` (``npz`` or ``h5``)."""
+    import numpy as np
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "npz":
+        np.savez(output, **arrays)
+        return
+    try:
+        import h5py
+    except ImportError:
+        raise BenchError(f"{output}: writing .h5 needs h5py: pip install 'plm-bench[h5]' (or write .npz)") from None
+    with h5py.File(output, "w") as handle:
+        for name, array in arrays.items():
+            handle.create_dataset(name, data=array).attrs["original_id"] = name
+
+
+def read(path: Path, examples: list, hidden_size: int | None = None) -> list:
+    """Each example's embedding from ``path`` as a float32 tensor ``[length, hidden]``.
+
+    An entry is found by the example's id, by an ``original_id`` attribute (HDF5), or by the md5
+    of its sequence (bio_embeddings' keys). A per-protein vector ``[hidden]`` becomes ``[1,
+    hidden]``: a pooled head reads it as is; a per-residue task needs per-residue arrays. Missing
+    entries and shapes that do not fit are one line naming the file and the first record.
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    arrays = load(path)
+    found, missing = [], []
+    for e in examples:
+        key = next((k for k in (e.id, hashlib.md5(e.sequence.encode()).hexdigest()) if k in arrays), None)
+        if key is None:
+            missing.append(e.id)
+            continue
+        array = np.asarray(arrays[key], dtype=np.float32)
+        if array.ndim == 1:
+            array = array[None]
+        elif array.ndim != 2 or array.shape[0] != len(e.sequence):
+            raise BenchError(f"{path}: entry {key} has shape {array.shape}, but record {e.id} has "
+                             f"{len(e.sequence)} residues; write [length, hidden] per residue or [hidden] per protein")
+        hidden_size = hidden_size or array.shape[1]
+        if array.shape[1] != hidden_size:
+            raise BenchError(f"{path}: entry {key} has hidden size {array.shape[1]}, others {hidden_size}; "
+                             "one file holds one backbone's embeddings")
+        found.append(torch.from_numpy(array))
+    if missing:
+        raise BenchError(f"{path} has no embedding for {len(missing)} of {len(examples)} records (first: "
+                         f"{missing[0]}); embed them with `bench embed` (keys: ids or sequence md5)")
+    return found
+
+
+def load(path: Path) -> dict:
+    """Every entry of an embedding file: key -> array (HDF5 entries also under their original_id)."""
+    import numpy as np
+
+    kind = file_kind(path)
+    if not Path(path).is_file():
+        raise BenchError(f"{path}: no such embedding file")
+    if kind == "npz":
+        with np.load(path, allow_pickle=False) as handle:
+            return {k: handle[k] for k in handle.files}
+    try:
+        import h5py
+    except ImportError:
+        raise BenchError(f"{path}: reading .h5 needs h5py: pip install 'plm-bench[h5]'") from None
+    out = {}
+    with h5py.File(path, "r") as handle:
+        for key, dataset in handle.items():
+            out[key] = dataset[()]
+            if "original_id" in dataset.attrs:
+                out[str(dataset.attrs["original_id"])] = out[key]
+    return out
