@@ -82,3 +82,16 @@ def test_a_record_the_driver_received_but_never_stored_reaches_the_store_on_the_
     assert sorted(r["config_hash"] for r in recovered) == journaled
     assert all(r["status"] == "finished" and r["config"]["task"] == "gb1" for r in recovered)
     assert not list(pending_folder(store).glob("*.json"))
+
+
+def test_a_worker_that_cannot_journal_still_hands_its_record_back(tmp_path, monkeypatch):
+    from plm_bench.config import RunConfig
+    from plm_bench.run import driver, protocol
+    from plm_bench.run.protocol import RunContext
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the journal folder would be")
+    monkeypatch.setattr(protocol, "execute", lambda config, context: {"config_hash": config.hash, "status": "x"})
+    config = RunConfig(backbone="onehot", task="gb1")
+    record = driver.attempt(config, RunContext(data_dir=tmp_path, device="cpu", pending_dir=blocked / "pending"))
+    assert record == {"config_hash": config.hash, "status": "x"}

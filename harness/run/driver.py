@@ -9,6 +9,7 @@ the network file systems that clusters share.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -37,7 +38,8 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
         error = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
         record = records.failed(config, error, environment(context.torch_device), type(exc).__name__)
     if context.pending_dir:
-        journal(record, context.pending_dir)
+        with contextlib.suppress(OSError):  # a worker that cannot write beside the store still hands it back
+            journal(record, context.pending_dir)
     return record
 
 
