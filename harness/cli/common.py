@@ -51,7 +51,9 @@ def click_type(schema: dict) -> click.ParamType | type:
     kind = schema.get("type")
     kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
     if "enum" in schema:
-        return click.Choice(schema["enum"])
+        return click.Choice([value for value in schema["enum"] if value is not None])
+    if kind == "boolean":
+        return click.BOOL
     if kind == "integer":
         return click.IntRange(min=schema.get("minimum"))
     if kind == "number":

@@ -6,11 +6,12 @@ import click
 from rich.table import Table
 
 from plm_bench.cli.common import console, err_console
+from plm_bench.plugins.specs import KINDS
 
 
 @click.command("list")
 @click.argument("kind", required=False,
-                type=click.Choice(["backbone", "task", "head", "method", "launcher"]))
+                type=click.Choice(KINDS))
 def list_(kind: str | None) -> None:
     """List registered plugins' items (and plugins that failed to load)."""
     from plm_bench.plugins.discovery import catalog

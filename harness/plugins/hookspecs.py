@@ -40,3 +40,9 @@ def register_methods(register: Register) -> None:
 @hookspec
 def register_launchers(register: Register) -> None:
     """Register :class:`plm_bench.plugins.specs.LauncherSpec` objects."""
+
+
+@hookspec
+def register_protocols(register: Register) -> None:
+    """Register :class:`plm_bench.plugins.specs.ProtocolSpec` objects (e.g. from TOML with
+    :func:`plm_bench.protocols.load_protocol`)."""
