@@ -1,7 +1,7 @@
 """Figure 3: fine-tuning throughput (LoRA and full) in residues/s, the study's notebook data path against the harness.
 
-Both sides train the same model (``plm_bench.run.protocol.build``: backbone, method, the study's
-head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
+Both sides train the same model (``plm_bench.run.protocol.build``: backbone, method, the harness's
+MLP head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
 method's learning rate:
 
 - notebook: the split tokenized at once with padding to its longest sequence (max 1024 tokens),
