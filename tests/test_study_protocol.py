@@ -44,7 +44,8 @@ def study(task, path, backbone: str, **fields) -> RunConfig:
 def token_states(model: training.Model, sequences: list[str]) -> torch.Tensor:
     """The backbone's last hidden state over every token (specials and padding included)."""
     inputs = model.backbone.tokenize(sequences)
-    return model.backbone.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    output = model.backbone.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    return output.last_hidden_state
 
 
 @pytest.mark.parametrize(("backbone", "fixture", "head", "dropout"), PROTEIN_HEADS)
@@ -82,7 +83,8 @@ def test_the_t5_study_head_averages_padding_in_and_the_esm_head_does_not(tiny_pr
         assert torch.allclose(alone, padded, atol=1e-5) is not depends, backbone
 
 
-@pytest.mark.parametrize(("backbone", "fixture", "dropout"), [("esm2-8m", "tiny_esm", 0.0), ("prott5", "tiny_prott5", 0.2)])
+@pytest.mark.parametrize(("backbone", "fixture", "dropout"),
+                         [("esm2-8m", "tiny_esm", 0.0), ("prott5", "tiny_prott5", 0.2)])
 def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, dropout):
     run = study(RESIDUE_CLASSES, request.getfixturevalue(fixture), backbone)
     assert (run.head, run.head_dropout) == ("linear-residue", dropout)
@@ -211,3 +213,31 @@ def test_study_protocol_values_cite_the_table():
     assert (resolved("ankh-base", "meltome", "lora").epochs, resolved("prott5", "meltome", "lora").epochs) == (10, 20)
     assert resolved("esm2-8m", "gb1", "lora").method_options["targets"] == ["query", "key", "value", "dense"]
     assert np.isclose(resolved("prott5", "gb1", "lora").lr, 3e-4)
+
+
+def test_protocols_are_plugins_listed_and_checked(tmp_path):
+    from click.testing import CliRunner
+
+    from plm_bench.cli import main
+    from plm_bench.errors import BenchError
+    from plm_bench.plugins.protocols import load_protocol
+
+    listed = CliRunner().invoke(main, ["list", "protocol"])
+    assert listed.exit_code == 0 and "harness" in listed.output and "study" in listed.output
+    assert "gb1" not in listed.output  # only protocols
+    mine = tmp_path / "flip.toml"
+    mine.write_text('name = "flip"\n[[rules]]\nmatch = { task = ["gb1"] }\nsettings = { epochs = 7 }\n')
+    spec = load_protocol(mine)
+    assert spec.settings_for(task="gb1", method="frozen") == {"epochs": 7} and spec.settings_for(task="aav") == {}
+    mine.write_text('name = "flip"\n[[rules]]\nsettings = { epoch = 7 }\n')
+    with pytest.raises(BenchError, match=r"flip.toml: rule 1: 'epoch' is not a setting"):
+        load_protocol(mine)
+    mine.write_text('name = "flip"\n[[rules]]\nsettings = { optimizer = "sgd" }\n')
+    with pytest.raises(BenchError, match=r"rule 1: optimizer = 'sgd'"):
+        load_protocol(mine)
+
+
+def test_random_init_esm2_keeps_the_published_dropout():
+    """The published ESM2 configs set dropout 0.0; transformers' EsmConfig would give 0.1."""
+    config = plugins.get("backbone", "esm2-8m").load(None, "meta", dtype="fp32", init="random").model.config
+    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.0, 0.0)
