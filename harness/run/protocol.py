@@ -79,7 +79,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     task: Task = plugins.get("task", config.task)
     splits = limit(task.load(context.data_dir), config)
     backbone, model = build(config, task, device)
-    splits, truncated = truncate(splits, config, backbone) if model.backbone is not None else (splits, None)
+    splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
     features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
@@ -168,18 +168,19 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
         raise BenchError(f"head {head_spec.name} reads token-level states, which frozen embeddings do not keep; "
                          f"use it with a fine-tuning method or pick --head mlp-{task.level}")
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
-    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level, **head_options(head_spec, config)).to(device)
+    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level,
+                           **head_options(head_spec, config, method.trains_backbone)).to(device)
     if method.trains_backbone:
         return backbone, Model(method.prepare(backbone, options), head, tokens=head_spec.tokens).to(device)
     backbone.requires_grad_(False)
     return backbone, Model(None, head).to(device)
 
 
-def head_options(head_spec: HeadSpec, config: RunConfig) -> dict:
-    """The run's head settings that the head's ``build`` takes; standardizing is refused by heads
-    that cannot, rather than silently skipped."""
+def head_options(head_spec: HeadSpec, config: RunConfig, trains_backbone: bool) -> dict:
+    """The run's head settings that the head's ``build`` takes. Standardizing needs fixed inputs
+    (frozen embeddings) and a head that can; otherwise it is refused, never silently skipped."""
     accepted = inspect.signature(head_spec.build).parameters
-    if config.standardize and ("standardize" not in accepted or not config.method == "frozen"):
+    if config.standardize and ("standardize" not in accepted or trains_backbone):
         raise BenchError(f"--standardize true: head {head_spec.name} with method {config.method} cannot standardize "
                          "its inputs (the MLP heads on frozen embeddings can); pass --standardize false")
     given = {"dropout": config.head_dropout, "standardize": config.standardize}
