@@ -79,8 +79,8 @@ class RunConfig:
                                              {"type": "number", "minimum": 0, "exclusiveMaximum": 1})
     standardize: bool | None = by_protocol("Standardize frozen embeddings with the training split's mean and "
                                            "standard deviation (saved with the head).", {"type": "boolean"})
-    max_tokens: int | None = by_protocol("Truncate fine-tuning inputs to this many tokens, special tokens "
-                                         "included (0: never; the record counts truncated records).",
+    max_tokens: int | None = by_protocol("Truncate inputs to this many tokens, special tokens included (0: "
+                                         "never; the record counts truncated records).",
                                          {"type": "integer", "minimum": 0})
     backbone_path: str | None = setting(None, "Load the backbone's weights from this local directory instead "
                                         "of its hub id.", _NAME, role="table", nullable=True)

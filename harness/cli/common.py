@@ -58,7 +58,9 @@ def click_type(schema: dict) -> click.ParamType | type:
         return click.IntRange(min=schema.get("minimum"))
     if kind == "number":
         low = schema.get("exclusiveMinimum", schema.get("minimum"))
-        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema)
+        high = schema.get("exclusiveMaximum", schema.get("maximum"))
+        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema, max=high,
+                                max_open="exclusiveMaximum" in schema)
     return str
 
 
