@@ -74,12 +74,16 @@ def click_type(schema: dict) -> click.ParamType | type:
     kind = schema.get("type")
     kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
     if "enum" in schema:
-        return click.Choice(schema["enum"])
+        return click.Choice([value for value in schema["enum"] if value is not None])
+    if kind == "boolean":
+        return click.BOOL
     if kind == "integer":
         return click.IntRange(min=schema["minimum"]) if "minimum" in schema else int
     if kind == "number":
         low = schema.get("exclusiveMinimum", schema.get("minimum"))
-        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema)
+        high = schema.get("exclusiveMaximum", schema.get("maximum"))
+        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema, max=high,
+                                max_open="exclusiveMaximum" in schema)
     return str
 
 

@@ -28,7 +28,8 @@ from plm_bench.tasks.sources import default_data_dir
 @config_options(exclude=("seed",))
 @click.option("--seed", "seed_list", type=int, multiple=True, help="Seed; repeat for several runs.")
 @click.option("--seeds", "seed_count", type=click.IntRange(min=1),
-              help="Run seeds 1..N (the study: 5 for frozen embeddings, 3 for fine-tuning).")
+              help="Run seeds 1..N (default: the protocol's number; study: 5 for frozen embeddings, 3 for "
+                   "fine-tuning, Tables S1/S2).")
 @device_option
 @store_option()
 @data_dir_option()
@@ -39,7 +40,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     from functools import partial
 
     from plm_bench import plugins
-    from plm_bench.config import RunConfig
+    from plm_bench.config import RunConfig, protocol_seeds
     from plm_bench.results import records
     from plm_bench.results.store import Store, folder_for
     from plm_bench.run.driver import attempt, drive, split_done
@@ -51,7 +52,9 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         from plm_bench.tasks.task import use_task_file
 
         settings["task"] = use_task_file(Path(settings["task"]))
-    configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, (seed_count or 1) + 1)]
+    if not seed_list and not seed_count:  # the protocol's number of seeds
+        seed_count = protocol_seeds(RunConfig(**settings).resolved())
+    configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, seed_count + 1)]
     results = Store(store)
     todo, done = split_done(configs, results, force)
     for config in done:

@@ -32,8 +32,14 @@ FORMAT = "plm-bench-trainable/1"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter that requires grad, by its name in ``model``."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    """Every parameter that requires grad, by its name in ``model``, and the buffers of its
+    ``head``: a fresh head's buffers are learned from the training split too (e.g. the input
+    standardization of frozen-embedding heads)."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module):
+        state.update({f"head.{name}": b.detach() for name, b in head.named_buffers()})
+    return state
 
 
 def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
