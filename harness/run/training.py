@@ -129,7 +129,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     epochs_run=0.0, micro_batch=config.batch_size, backoffs=[], train_seconds=0.0,
                     samples=0, residues=0)
     since_improvement, early_best = 0, -np.inf
-    epochs_bar = context.progress.add_task("epochs", total=config.epochs)
+    context.progress.training(len(train_set))
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = batches(len(train_set), config.batch_size, generator)
@@ -153,6 +153,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
             if state.best is None or valid > state.best.valid:
                 state.best = Checkpoint(state.epochs_run, len(state.history), valid, state.train_seconds,
                                         snapshot(model))
+            context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss)
             if state.stopped_at_epoch is None:
                 if valid > early_best + config.min_delta:
                     early_best, since_improvement = valid, 0
@@ -160,13 +161,13 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     since_improvement += 1
                 if config.patience is not None and since_improvement >= config.patience:
                     state.stopped_at_epoch, state.early_stop = state.epochs_run, state.best
+                    context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
+                                               stops=config.checkpoint == "early-stop")
                     if config.checkpoint == "early-stop":
                         break
         context.progress.remove_task(steps_bar)
-        context.progress.advance(epochs_bar)
         if state.stopped_at_epoch is not None and config.checkpoint == "early-stop":
             break
-    context.progress.remove_task(epochs_bar)
     state.early_stop = state.early_stop or state.best
     return state
 
