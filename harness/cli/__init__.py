@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from plm_bench.cli import data, grid, leaderboard, listing, models, predict, profile, run
+from plm_bench.cli import data, grid, leaderboard, listing, models, predict, profile, run, status
 from plm_bench.cli.common import err_console
 from plm_bench.errors import BenchError
 
@@ -33,5 +33,5 @@ def main() -> None:
 
 
 for command in (listing.list_, run.run, grid.grid, leaderboard.leaderboard, predict.predict, profile.profile,
-                data.data, models.models):
+                data.data, models.models, status.status):
     main.add_command(command)
