@@ -57,7 +57,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     for config in done:
         console.print(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
                       f"(run {results.finished(config.hash)['run_id']}); use --force to rerun", highlight=False)
-    progress = for_command(results.path, err_console, log_json)
+    progress = for_command(results.path, err_console, log_json, show_failed=False)  # reported below
     context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
                          artifact_dir=folder_for(results.path))
     with progress:

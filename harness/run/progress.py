@@ -282,8 +282,8 @@ class Progress:
     """
 
     def __init__(self, log: EventLog | None = None, view: Display | None = None,
-                 json_path: Path | None = None) -> None:
-        self.log, self.view, self.json_path = log, view, json_path
+                 json_path: Path | None = None, show_failed: bool = True) -> None:
+        self.log, self.view, self.json_path, self.show_failed = log, view, json_path, show_failed
         self.json_file = None
         self.run: dict | None = None  # the identity of the run this process executes now
         self.epochs = 0
@@ -326,7 +326,7 @@ class Progress:
             if self.json_file:
                 self.json_file.write(json.dumps(event) + "\n")
                 self.json_file.flush()
-            if self.view:
+            if self.view and (self.show_failed or event.get("status") != "failed"):
                 self.view.show(event)
 
     # -- the run's side (in whichever process runs it) --
@@ -406,8 +406,9 @@ class Progress:
             self.view.remove_task(task)
 
 
-def for_command(store_path: Path, console: Console, json_path: Path | None = None) -> Progress:
-    """The progress of `bench run` / `bench grid` on the store at ``store_path``."""
-    return Progress(EventLog(events_folder(store_path).resolve()), display(console),
-                    json_path)
+def for_command(store_path: Path, console: Console, json_path: Path | None = None,
+                show_failed: bool = True) -> Progress:
+    """The progress of `bench run` / `bench grid` on the store at ``store_path``; ``show_failed=False``
+    leaves failed runs to the command, which reports them itself (a user's error as one line)."""
+    return Progress(EventLog(events_folder(store_path).resolve()), display(console), json_path, show_failed)
 
