@@ -1,12 +1,12 @@
 """Progress of runs, wherever they execute: one layer for `bench run`, `bench grid` and workers.
 
-A run reports *events* (start, embedding, training, each validation, early stop; the driver adds
-its end). Each event is one JSON line in the run's own file in ``<store>.events/`` — written by
-the process that runs it, a worker on another node too when the folder is on a shared file
-system — so `bench status` and other tools can follow a grid from another shell. The driver
-shows every event once: a run in its own process directly, a worker's by following its file;
-in a terminal as lines above a rich bar, otherwise as plain timestamped lines (a log under
-nohup, SLURM or CI), and with ``--log-json FILE`` also as JSON lines in FILE.
+A run reports *events* (start, embedding, training, each validation, early stop, testing; the
+driver adds its end). Each event is one JSON line in the run's own file in ``<store>.events/``,
+written by the process that runs it (a worker on another node too, when the folder is on a
+shared file system), so `bench status` and other tools can follow a grid from another shell.
+The driver shows every event once: a run in its own process directly, a worker's by following
+its file; in a terminal as lines above a rich bar, otherwise as plain timestamped lines (a log
+under nohup, SLURM or CI), and with ``--log-json FILE`` also as JSON lines in FILE.
 
 Torch-free: the CLI imports it before any run starts.
 """
@@ -73,11 +73,13 @@ def describe(event: dict) -> str:
     """The human line of an event (without its timestamp)."""
     kind, metric = event["event"], event["metric"]
     if kind == "start":
-        text = f"start: {event['epochs']} epochs, validating on {metric}"
+        text = f"start: {event['epochs']} epoch{'s' * (event['epochs'] != 1)}, validating on {metric}"
     elif kind == "embedding":
         text = f"embedding {event['examples']} sequences (cached on disk for later runs)"
     elif kind == "training":
         text = f"training on {event['examples']} examples"
+    elif kind == "testing":
+        text = f"testing on {event['examples']} examples (each checkpoint, then the bootstrap CI)"
     elif kind == "validation":
         text = (f"epoch {event['epoch']:.2f}/{event['epochs']} valid {metric} {event['value']:.4f} "
                 f"(best {event['best']:.4f}), train loss {event['train_loss']:.4g}, "
@@ -356,6 +358,10 @@ class Progress:
     def early_stop(self, epoch: float, best: float, patience: int, stops: bool) -> None:
         if self.run:
             self.emit(self.run, "early_stop", epoch=epoch, best=best, patience=patience, stops=stops)
+
+    def testing(self, examples: int) -> None:
+        if self.run:
+            self.emit(self.run, "testing", examples=examples)
 
     # -- the driver's side --
 

@@ -74,6 +74,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
 
     outcome = train(model, task, splits, features, config, context,
                     validate=lambda: score(task, splits["valid"], predictions("valid")))
+    context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
     chosen = outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
     candidates = {"early-stop": outcome.early_stop}
