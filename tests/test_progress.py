@@ -138,6 +138,16 @@ def test_status_without_a_store_is_one_line(tmp_path):
     assert result.exit_code == 2 and "no results store at" in result.output
 
 
+def test_status_names_a_corrupt_event_file_in_one_line(tmp_path):
+    store = tmp_path / "results.sqlite"
+    Store(store).close()
+    bad = events_folder(store) / "abc.jsonl"
+    bad.parent.mkdir()
+    bad.write_text('{"event": "start"}\nnot json\n')
+    result = CliRunner().invoke(main, ["status", "--store", str(store)])
+    assert result.exit_code == 2 and f"{bad}: line 2 is not a JSON event" in result.output
+
+
 def test_follower_shows_other_processes_complete_lines_once(tmp_path):
     log = EventLog(tmp_path)
     theirs = {"config_hash": "abc", "event": "start", "host": "elsewhere", "pid": 1}

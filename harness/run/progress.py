@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
+from plm_bench.errors import BenchError
 from plm_bench.results import records
 
 if TYPE_CHECKING:
@@ -64,9 +65,12 @@ def label(event: dict) -> str:
 
 
 def duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+    """``42s``, ``3m05s``, ``2h10m``: to the precision a person planning around a run needs."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def describe(event: dict) -> str:
@@ -220,15 +224,24 @@ class EventLog:
         """Each run's events since its last start (earlier attempts are history), by config hash."""
         attempts = {}
         for path in sorted(self.folder.glob("*.jsonl")):
-            events = parse(path.read_text())
+            events = parse(path.read_text(), path)
             starts = [i for i, e in enumerate(events) if e["event"] == "start"]
             attempts[path.stem] = events[starts[-1]:] if starts else events
         return attempts
 
 
-def parse(text: str) -> list[dict]:
-    """The complete lines of an event file (a line still being written is left for later)."""
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+def parse(text: str, path: Path) -> list[dict]:
+    """The complete lines of the event file ``path`` (a line still being written is left for later)."""
+    events = []
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if not line.endswith("\n") or not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"{path}: line {number} is not a JSON event ({exc}); delete that file "
+                             "(it only shows progress; the store keeps the results)") from None
+    return events
 
 
 class Follower:
@@ -257,7 +270,7 @@ class Follower:
                     text = file.read().decode()
                 complete = text[: text.rfind("\n") + 1]
                 self.offsets[h] += len(complete.encode())
-                for event in parse(complete):
+                for event in parse(complete, self.log.path(h)):
                     if (event["host"], event["pid"]) != (me["host"], me["pid"]):
                         self.show(event)
 
