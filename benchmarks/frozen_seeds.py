@@ -126,7 +126,7 @@ def main(backbone: str, backbone_path: str | None, task: str, device: str, data_
     metric = records[0]["primary_metric"]
     embed_seconds = [r["cost"]["embed_seconds"] for r in records]
     print_report(
-        f"Frozen protocol, {task} (first {limit_train} train / {limit_eval} valid and test records), "
+        f"Frozen protocol, {task} ({limit_train} train / {limit_eval} valid and test records drawn at random), "
         f"{seeds} seeds x {epochs} epochs, median of {repeats}",
         [("notebook: re-embed per seed, one sequence at a time", f"{base_seconds:.1f}",
           " ".join(f"{m:.4f}" for m in base_metrics)),

@@ -70,10 +70,15 @@ class RunConfig:
     checkpoint: str = setting("early-stop", "Report the early-stopping checkpoint, or train all epochs and "
                               "report the best (both are recorded when all epochs run).",
                               {"enum": ["early-stop", "best-of-N"]})
-    limit_train: int | None = setting(None, "Use only the first N training examples (a quick run).", _COUNT,
-                                      nullable=True)
-    limit_eval: int | None = setting(None, "Use only the first N validation and test examples (a quick run).",
-                                     _COUNT, nullable=True)
+    limit_train: int | None = setting(None, "Use only N training examples, drawn at random with --limit-seed "
+                                      "(a quick run).", _COUNT, nullable=True)
+    limit_eval: int | None = setting(None, "Use only N validation and N test examples, drawn at random with "
+                                     "--limit-seed (a quick run).", _COUNT, nullable=True)
+    limit_seed: int = setting(0, "Seed of the --limit-train/--limit-eval draw; apart from --seed, so every seed "
+                              "and method of a quick run sees the same subset.", {"type": "integer"})
+    train_fraction: float = setting(1.0, "Train on this fraction of the training split (a learning curve: subsets "
+                                    "drawn with --limit-seed are nested, so a larger one holds every smaller one).",
+                                    {"type": "number", "exclusiveMinimum": 0, "maximum": 1})
 
     def resolved(self) -> RunConfig:
         """Fill the defaults that depend on plugins (method, head by task level, lr and options by

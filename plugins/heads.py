@@ -24,6 +24,15 @@ def build_cnn(hidden_size: int, out_dim: int, level: str):
     return ResidueCNN(hidden_size, out_dim)
 
 
+def build_probe(pooling: str):
+    def build(hidden_size: int, out_dim: int, level: str):
+        from plm_bench_plugins.probes import LinearProbe
+
+        return LinearProbe(hidden_size, out_dim, pooling)
+
+    return build
+
+
 @hookimpl
 def register_heads(register) -> None:
     register(HeadSpec("mlp-protein", ("protein",), build_mlp,
@@ -34,3 +43,10 @@ def register_heads(register) -> None:
                       "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,
                       "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
+    probe = "ridge (regression) or logistic regression (classification), regularization chosen on valid"
+    register(HeadSpec("probe-mean", ("protein",), build_probe("mean"),
+                      f"Linear probe on mean-pooled residues: {probe}."))
+    register(HeadSpec("probe-flat", ("protein",), build_probe("flat"),
+                      f"Linear probe on every residue's features in order (equal-length tasks; with onehot: "
+                      f"position-aware one-hot, FLIP's baseline): {probe}."))
+    register(HeadSpec("probe-residue", ("residue",), build_probe("residue"), f"Linear probe per residue: {probe}."))

@@ -165,3 +165,18 @@ def test_killed_run_leaves_a_consistent_store_and_the_rerun_completes(tmp_path, 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert len(Store(store).records()) == 1
+
+
+def test_train_fraction_subsets_are_nested_deterministic_and_not_smoke():
+    from plm_bench.run.protocol import nested_subset
+    from plm_bench.tasks.task import Example
+
+    examples = [Example(f"e{i}", "MKV", float(i)) for i in range(101)]
+    sizes = {f: nested_subset(examples, f, seed=0) for f in (0.1, 0.25, 0.5, 1.0)}
+    assert [len(v) for v in sizes.values()] == [11, 26, 51, 101]
+    ids = {f: {e.id for e in v} for f, v in sizes.items()}
+    assert ids[0.1] <= ids[0.25] <= ids[0.5] <= ids[1.0]
+    assert nested_subset(examples, 0.25, seed=0) == sizes[0.25]  # deterministic
+    assert {e.id for e in nested_subset(examples, 0.25, seed=1)} != ids[0.25]  # the seed draws another curve
+    assert [int(e.id[1:]) for e in sizes[0.5]] == sorted(int(e.id[1:]) for e in sizes[0.5])  # file order
+    assert not RunConfig(backbone="onehot", task="gb1", train_fraction=0.1).is_smoke

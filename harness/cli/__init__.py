@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from plm_bench.cli import data, grid, leaderboard, listing, models, predict, profile, run, status
+from plm_bench.cli import data, embed, grid, leaderboard, listing, models, predict, profile, run, runs, status
 from plm_bench.cli.common import err_console
 from plm_bench.errors import BenchError
 
@@ -32,6 +32,6 @@ def main() -> None:
     """plm-bench: does fine-tuning this protein language model help, and at what cost?"""
 
 
-for command in (listing.list_, run.run, grid.grid, leaderboard.leaderboard, predict.predict, profile.profile,
-                data.data, models.models, status.status):
+for command in (listing.list_, run.run, grid.grid, status.status, leaderboard.leaderboard, runs.runs, runs.show,
+                predict.predict, embed.embed, profile.profile, data.data, models.models):
     main.add_command(command)

@@ -57,7 +57,7 @@ def click_type(schema: dict) -> click.ParamType | type:
     if "enum" in schema:
         return click.Choice(schema["enum"])
     if kind == "integer":
-        return click.IntRange(min=schema.get("minimum"))
+        return click.IntRange(min=schema["minimum"]) if "minimum" in schema else int
     if kind == "number":
         low = schema.get("exclusiveMinimum", schema.get("minimum"))
         return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema)

@@ -1,52 +1,89 @@
-"""``bench leaderboard``: stored test scores aggregated over seeds, deltas, cost, exports."""
+"""``bench leaderboard``: stored test scores aggregated over seeds per condition, deltas, cost, exports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, store_option
 from plm_bench.errors import BenchError
 
 
+def filter_options(command: Callable) -> Callable:
+    """The filters ``bench leaderboard`` and ``bench runs`` share."""
+    for option in reversed((
+        click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable)."),
+        click.option("--backbone", "backbones", multiple=True, help="Only these backbones (repeatable)."),
+        click.option("--method", "methods", multiple=True, help="Only these methods (repeatable)."),
+        click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
+                     help="Only runs whose setting FIELD (any `bench run` setting, e.g. init, lr, limit_train) "
+                          "equals VALUE; repeatable."),
+    )):
+        command = option(command)
+    return command
+
+
+def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, status: str | None = "finished"
+             ) -> tuple[list[dict], list[str]]:
+    """The stored records the filters keep, and notes on what they left out."""
+    from plm_bench.results import leaderboard as lb
+    from plm_bench.results.store import Store
+
+    return lb.select(Store(store).records(status), lb.parse_where(where), smoke,
+                     task=tasks, backbone=backbones, method=methods)
+
+
 @click.command()
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
-@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
-@click.option("--backbone", "backbones", multiple=True, help="Only these backbones (repeatable).")
-@click.option("--method", "methods", multiple=True, help="Only these methods (repeatable).")
+@store_option()
+@filter_options
+@click.option("--smoke", is_flag=True, help="Include smoke runs (--limit-train/--limit-eval), hidden by default.")
 @click.option("--metric", help="Test metric to show (default: each task's primary metric).")
-@click.option("--delta", "baseline", metavar="METHOD",
-              help="Show the gain over METHOD (e.g. frozen), paired over seeds, instead of raw scores.")
-@click.option("--cost", is_flag=True, help="One row per task with peak memory, times and residues/s.")
-@click.option("--pareto", is_flag=True, help="Per task: which settings are on the metric-vs-cost front.")
-@click.option("--cost-axis", type=click.Choice(["train time (s)", "peak memory (GiB)", "time to best (s)"]),
-              default="train time (s)", show_default=True, help="The cost used by --pareto.")
-@click.option("--reference", is_flag=True, help="Add the study's published values, flag results outside their CI.")
+@click.option("--by", "by", multiple=True, metavar="FIELD",
+              help="Group rows by this setting: it leads the row labels, shown even when constant (repeatable).")
+@click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
+              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule, to reproduce its tables).")
+@click.option("--delta", "baseline", metavar="METHOD|init|FIELD=VALUE",
+              help="Gain over the baseline condition matching each row in every other setting: a method "
+                   "(e.g. frozen), init (over random weights) or FIELD=VALUE; paired over seeds and by the "
+                   "study's Figure-1 rule.")
+@click.option("--cost", is_flag=True, help="One row per task and condition: embedding, training and total time, "
+                                           "time to best, peak memory and its kind, backbone dtype.")
+@click.option("--pareto", is_flag=True, help="Per task: which conditions are on the metric-vs-cost front.")
+@click.option("--cost-axis", default="total (s)", show_default=True,
+              help="The cost --pareto uses: total (s), train (s), time to best (s) or peak memory (GiB).")
+@click.option("--reference", is_flag=True,
+              help="Add the study's published values beside pretrained runs of the study protocol; flag "
+                   "results whose CI misses theirs.")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the export here.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a heatmap PNG here.")
 def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...], methods: tuple[str, ...],
-                metric: str | None, baseline: str | None, cost: bool, pareto: bool, cost_axis: str,
-                reference: bool, fmt: str, output: Path | None, plot: Path | None) -> None:
-    """Test scores as mean ± 95% CI over seeds: rows backbone × method × head, columns tasks."""
+                where: tuple[str, ...], smoke: bool, metric: str | None, by: tuple[str, ...], ci: str,
+                baseline: str | None, cost: bool, pareto: bool, cost_axis: str, reference: bool, fmt: str,
+                output: Path | None, plot: Path | None) -> None:
+    """Test scores as mean ± 95% CI over seeds: one row per condition (every setting but the seed),
+    columns tasks; settings the same for every row are listed under the table."""
     from plm_bench.results import leaderboard as lb
-    from plm_bench.results.store import Store
 
-    records = lb.select(Store(store).records(), tasks, backbones, methods)
+    records, notes = selected(store, tasks, backbones, methods, where, smoke)
     if not records:
-        raise BenchError("no finished runs match; start with `bench run` or loosen the filters")
+        raise BenchError("no finished runs match; start with `bench run`, loosen the filters, or add --smoke"
+                         if notes else "no finished runs match; start with `bench run` or loosen the filters")
     if pareto:
-        report = lb.pareto(records, cost_axis, metric)
+        report = lb.pareto(records, cost_axis, metric, ci, by)
     elif cost:
-        report = lb.costs(records, metric)
+        report = lb.costs(records, metric, ci, by)
     elif baseline:
-        report = lb.delta(records, baseline, metric)
+        report = lb.delta(records, baseline, metric, ci, by)
     else:
-        report = lb.leaderboard(records, metric, reference)
+        report = lb.leaderboard(records, metric, reference, ci, by)
+    if not report.rows:
+        raise BenchError("no run has the values this report needs; see `bench runs`")
+    report.caption += notes
     if plot:
         lb.heatmap(report, plot)
         console.print(f"heatmap written to {plot}")
@@ -58,7 +95,7 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
         else:
             click.echo(text, nl=False)
         return
-    table = Table(*report.label_columns, *report.columns, title=report.title)
+    table = Table(*report.label_columns, *report.columns, title=report.title, caption="\n".join(report.caption))
     for key, cells in report.rows.items():
         table.add_row(*key, *(styled(cells.get(c)) for c in report.columns))
     console.print(table)
@@ -66,7 +103,10 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
 
 def styled(value) -> str:
     """Rich markup for a leaderboard cell: gains green, losses and off-reference results red."""
+    from rich.markup import escape
+
     from plm_bench.results.leaderboard import text
 
-    colour = {"gain": "green", "loss": "red", "outside study CI": "red"}.get(getattr(value, "flag", ""), "")
-    return f"[{colour}]{text(value)}[/]" if colour else text(value)
+    flags = getattr(value, "flags", ())
+    colour = "green" if "gain" in flags else "red" if {"loss", "outside study CI"} & set(flags) else ""
+    return f"[{colour}]{escape(text(value))}[/]" if colour else escape(text(value))

@@ -8,11 +8,25 @@ from rich.table import Table
 from plm_bench.cli.common import console, err_console
 
 
+def singular(ctx: click.Context, param: click.Parameter, kind: str | None) -> str | None:
+    """A kind as the plugins register it, named singular or plural (``tasks``, as ``lm-eval ls tasks``)."""
+    if kind is None:
+        return None
+    from plm_bench.plugins.discovery import catalog
+
+    kinds = list(catalog().items)
+    name = kind.lower()
+    name = name if name in kinds else name.removesuffix("s")
+    if name not in kinds:
+        raise click.BadParameter(f"{kind!r}: use one of {', '.join(kinds)} (or their plurals)")
+    return name
+
+
 @click.command("list")
-@click.argument("kind", required=False,
-                type=click.Choice(["backbone", "task", "head", "method", "launcher"]))
+@click.argument("kind", required=False, metavar="[KIND]", callback=singular)
 def list_(kind: str | None) -> None:
-    """List registered plugins' items (and plugins that failed to load)."""
+    """List registered plugins' items of KIND (backbone, task, head, method, launcher, …; plurals work
+    too), and plugins that failed to load."""
     from plm_bench.plugins.discovery import catalog
 
     cat = catalog()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--run", "run_id", type=int, required=True, help="Run id (the `run` column of `bench run`).")
+@click.option("--run", "run_id", type=int, required=True, help="Run id (the `run` column of `bench runs`).")
 @click.argument("fasta", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="CSV to write: one row per protein, or per residue for residue-level tasks.")
@@ -59,13 +59,14 @@ def finished_run(store: Store, run_id: int) -> dict[str, Any]:
                 raise BenchError(f"run {run_id} in {store.path} saved no weights (it ran without an artifact "
                                  "folder); rerun it with `bench run ... --force`")
             return record
-    raise BenchError(f"{store.path} has no finished run {run_id}; see `bench leaderboard` or pass --store")
+    raise BenchError(f"{store.path} has no finished run {run_id}; `bench runs` lists them, or pass --store")
 
 
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
+    from plm_bench.alphabet import check_sequence
     from plm_bench.tasks.fasta import read_fasta
-    from plm_bench.tasks.task import Example, check_sequence
+    from plm_bench.tasks.task import Example
 
     try:
         text = fasta.read_text()

@@ -43,6 +43,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     """Throughput and memory envelope (longest trainable sequence at batch 1 per budget) on this device."""
     from plm_bench.errors import BenchError
     from plm_bench.measure.profiler import GIB, Profiler, plot_envelope, profile_config
+    from plm_bench.run import protocol
     from plm_bench.run.progress import display
     from plm_bench.run.protocol import RunContext
 
@@ -74,7 +75,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
             envelope = profiler.envelope(budget_bytes, cap, resolution, on_probe=probed)
         progress.remove_task(job)
 
-    dtype_name = str(next(profiler.backbone.parameters()).dtype).removeprefix("torch.")
+    dtype_name = protocol.dtype_name(profiler.backbone.parameters(), profiler.backbone.buffers())
     trainable = sum(p.numel() for p in profiler.model.trainable_parameters())
     title = (f"{backbone} · {method} · {dtype_name} on {device_name(torch_device)} · "
              f"{profiler.parameters / 1e6:,.1f}M parameters, {trainable / 1e6:,.2f}M trainable")

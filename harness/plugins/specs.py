@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class BackboneSpec:
     """A named backbone. ``load(source, device, *, dtype="auto", init="pretrained")`` returns a
-    :class:`Backbone` (loaders taking only ``(source, device)`` still work, without ``--init random``).
+    :class:`Backbone`; a loader that cannot build random weights raises BenchError for ``init="random"``.
 
     ``source`` is ``hub_id`` or a local directory given with ``--backbone-path``. The facts below
     come from registry.toml for built-ins, so tools can read them without loading weights:

@@ -1,9 +1,14 @@
-"""Leaderboards from finished runs: mean ± 95% CI over seeds, gains over frozen embeddings
-(paired over seeds, as the study's Figure 1), cost columns, Pareto fronts and the study's
-published values for comparison.
+"""Leaderboards from finished runs: one row per *condition* (every setting but the seed), cells
+mean ± 95% CI over its seeds; gains over a baseline condition; cost columns, Pareto fronts and
+the study's published values for comparison.
 
-Everything here is plain data (:class:`Report`); ``render`` turns a report into a rich table,
-Markdown, CSV, JSON or HTML, and ``heatmap`` draws one with matplotlib.
+A condition is a run's :class:`~plm_bench.config.RunConfig` without the seed, so runs that differ
+in any setting (init, limits, lr, method options, protocol, …) never pool or replace each other,
+and a setting added to RunConfig joins the key by itself. Settings that vary among the shown
+runs become label columns; the constant ones go to the caption.
+
+Everything here is plain data (:class:`Report`); ``render`` turns a report into Markdown, CSV,
+JSON or HTML, and ``heatmap`` draws one with matplotlib.
 """
 
 from __future__ import annotations
@@ -13,18 +18,30 @@ import html
 import io
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from statistics import mean
 
+from plm_bench.config import config_fields
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
+from plm_bench.results import records as rec
 from plm_bench.results.intervals import mean_ci
 
-Row = tuple[str, str, str]  # backbone, method, head
 FORMATS = ("table", "md", "csv", "json", "html")
+REPLICATE = "seed"  # what a row pools over: its cells are means over this field
+COLUMN = "task"  # what the columns of a leaderboard are
+STUDY_PROTOCOL = "study"  # the protocol whose runs are comparable with the study's published values
+TEST_SELECTED = {"esm2-3b"}  # backbones whose published values are the study's best *test* epoch (DESIGN.md)
+FIGURE1 = "Fig. 1 rule"
+# Settings a baseline method brings with it: each method resolves its own lr and options.
+AXIS_FIELDS = {"method": ("method", "method_options", "lr")}
+DELTA_SHORTHANDS = {"init": ("init", "random")}  # --delta init: what pretraining adds over random weights
+
+Condition = dict[str, str]  # field name -> JSON of its value (hashable, exact)
 
 
 @dataclass(frozen=True)
@@ -34,152 +51,406 @@ class Cell:
     mean: float
     half_width: float | None
     n: int
-    flag: str = ""  # e.g. "outside study CI", "gain", "loss"
+    flags: tuple[str, ...] = ()  # e.g. "outside study CI", "gain", "loss", "smoke"
+
+    @property
+    def ci_low(self) -> float | None:
+        return None if self.half_width is None else self.mean - self.half_width
+
+    @property
+    def ci_high(self) -> float | None:
+        return None if self.half_width is None else self.mean + self.half_width
 
     def __str__(self) -> str:
         spread = "" if self.half_width is None else f" ± {self.half_width:.3f}"
-        return f"{self.mean:.3f}{spread} (n={self.n}){' ' + self.flag if self.flag else ''}"
+        flags = f" {', '.join(self.flags)}" if self.flags else ""
+        return f"{self.mean:.3f}{spread} (n={self.n}){flags}"
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "ci95": self.half_width, "n": self.n, "flag": self.flag or None}
+        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n,
+                "flags": list(self.flags)}
 
 
 @dataclass
 class Report:
-    """A titled table: row labels, column names and cells (or plain values)."""
+    """A titled table: row labels, column names and cells (or plain values), and a caption with
+    what is the same for every row."""
 
     title: str
     label_columns: tuple[str, ...]
     columns: list[str]
     rows: dict[tuple, dict[str, Cell | float | str | None]] = field(default_factory=dict)
+    caption: list[str] = field(default_factory=list)
+    higher_is_better: bool | None = True  # of the Cell columns; None: no best is marked
 
 
-def aggregate(values: list[float], flag: str = "") -> Cell:
-    return Cell(*mean_ci(values), len(values), flag)
+def aggregate(values: list[float], ci: str = "t", flags: tuple[str, ...] = ()) -> Cell:
+    return Cell(*mean_ci(values, ci), len(values), flags)
 
 
-def select(records: list[dict], tasks=(), backbones=(), methods=()) -> list[dict]:
-    """Records matching every non-empty filter."""
+# --- conditions ------------------------------------------------------------------------------
+
+def condition_fields() -> list[str]:
+    """Every RunConfig field but the seed, in RunConfig's order: what makes a condition."""
+    return [f.name for f in config_fields() if f.name != REPLICATE]
+
+
+def condition(record: dict) -> Condition:
+    """The record's condition; fields newer than the record take RunConfig's defaults."""
+    config = asdict(rec.config_of(record))
+    return {name: json.dumps(config[name], sort_keys=True) for name in condition_fields()}
+
+
+def show(encoded: str) -> str:
+    """A condition value for people: ``rank=8 ffn=true`` for options, ``—`` for unset."""
+    value = json.loads(encoded)
+    if value is None or value == {}:
+        return "—"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(value.items()))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def smoke(record: dict) -> bool:
+    return rec.config_of(record).is_smoke
+
+
+def parse_where(pairs: Iterable[str]) -> dict[str, str]:
+    """``FIELD=VALUE`` filters as field -> encoded value (VALUE parses as JSON where it can)."""
+    known = [f.name for f in config_fields()]
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise BenchError(f"--where {pair!r}: write FIELD=VALUE with FIELD one of {', '.join(known)}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out[name] = json.dumps(None if parsed == "none" else parsed, sort_keys=True)
+    return out
+
+
+def select(records: list[dict], where: dict[str, str] | None = None, include_smoke: bool = False,
+           **any_of: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Records matching every filter, and caption notes on what was left out.
+
+    ``where`` holds exact (encoded) values; ``any_of`` maps a field to accepted plain values
+    (``task=("gb1", "aav")``). Smoke runs (limits) are left out unless ``include_smoke``.
+    """
+    where = where or {}
+
     def keep(record: dict) -> bool:
-        c = record["config"]
-        return all(not wanted or c[key] in wanted
-                   for key, wanted in (("task", tasks), ("backbone", backbones), ("method", methods)))
+        config = asdict(rec.config_of(record))
+        return (all(json.dumps(config[k], sort_keys=True) == v for k, v in where.items())
+                and all(not wanted or config[k] in wanted for k, wanted in any_of.items()))
 
-    return [r for r in records if keep(r)]
+    check_filters(records, where, any_of)
+    chosen = [r for r in records if keep(r)]
+    hidden = [r for r in chosen if smoke(r)]
+    if include_smoke or not hidden:
+        return chosen, []
+    return [r for r in chosen if not smoke(r)], [f"{len(hidden)} smoke runs (--limit-train/--limit-eval) "
+                                                 "hidden: not comparable with full runs; --smoke shows them"]
 
 
-def test_value(record: dict, metric: str | None) -> float | None:
-    """The record's test ``metric`` (its primary metric when None), or None if it lacks it."""
-    return record["metrics"]["test"].get(metric or record["primary_metric"])
+def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, Sequence[str]]) -> None:
+    """One clear error, listing what the store has, for a filter value that no record has."""
+    configs = [asdict(rec.config_of(r)) for r in records]
+    for name, wanted in [*((k, [v]) for k, v in where.items()), *any_of.items()]:
+        present = {json.dumps(c[name], sort_keys=True) if name in where else c[name] for c in configs}
+        missing = [w for w in wanted if w not in present]
+        if missing and records:
+            shown = sorted(show(v) if name in where else str(v) for v in present)
+            value = show(missing[0]) if name in where else missing[0]
+            raise BenchError(f"no stored run has {name} = {value}; the store has: {', '.join(shown)}")
 
 
-def by_cell(records: list[dict], metric: str | None) -> dict[Row, dict[str, dict[int, float]]]:
-    """row -> task -> seed -> test value."""
-    cells: dict[Row, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-    for record in records:
-        value = test_value(record, metric)
+def layout(conditions: Iterable[Condition], by: Sequence[str] = (), skip: Iterable[str] = (COLUMN,)
+           ) -> tuple[list[str], list[str]]:
+    """(label fields, caption lines): the ``by`` fields, then every field whose value varies,
+    in RunConfig's order; each constant field as ``name = value`` for the caption."""
+    conditions = list(conditions)
+    known = condition_fields()
+    for name in by:
+        if name not in known:
+            raise BenchError(f"--by {name}: unknown setting; use one of {', '.join(known)}")
+    skip = set(skip)
+    known = [n for n in known if n not in skip]
+    values = {name: {c[name] for c in conditions} for name in known}
+    varying = [n for n in known if n not in by and len(values[n]) > 1]
+    labels = [*by, *varying] or ["backbone"]
+    constant = [f"{n} = {show(next(iter(values[n])))}" for n in known if n not in labels and len(values[n]) == 1]
+    return labels, (["same for every row: " + ", ".join(constant)] if constant else [])
+
+
+def label(c: Condition, labels: Sequence[str]) -> tuple[str, ...]:
+    return tuple(show(c[name]) for name in labels)
+
+
+def check_metric(records: list[dict], metric: str | None) -> list[str]:
+    """Caption notes for tasks without ``metric``; one clear error when no run has it."""
+    if metric is None:
+        return []
+    have: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        have[r["config"]["task"]].update(r["metrics"].get("test", {}))
+    if not any(metric in names for names in have.values()):
+        existing = sorted(set().union(*have.values()))
+        raise BenchError(f"no shown run has test metric {metric!r}; they have: {', '.join(existing) or 'none'}")
+    lacking = sorted(t for t, names in have.items() if metric not in names)
+    return [f"tasks without {metric}: {', '.join(lacking)}"] if lacking else []
+
+
+def higher_is_better(metric: str | None) -> bool | None:
+    """Whether larger values of ``metric`` are better (primary metrics always are); None: unknown."""
+    if metric is None:
+        return True
+    from plm_bench.tasks.metrics import METRICS
+
+    spec = METRICS.get(metric) or METRICS.get(metric.split("_")[0])
+    return spec.higher_is_better if spec else None
+
+
+def row_key(record: dict) -> str:
+    """The record's condition without the task (a row of a leaderboard), as JSON."""
+    return json.dumps({k: v for k, v in condition(record).items() if k != COLUMN})
+
+
+def by_condition(records: list[dict], metric: str | None) -> dict[str, dict[str, dict[int, float]]]:
+    """row key -> task -> seed -> test value; a later run of the same condition and seed
+    replaces an earlier one."""
+    cells: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for record in sorted(records, key=lambda r: r.get("run_id", 0)):
+        value = rec.test_score(record, metric)
         if value is not None:
-            c = record["config"]
-            cells[(c["backbone"], c["method"], c["head"])][c["task"]][c["seed"]] = value
+            cells[row_key(record)][record["config"][COLUMN]][record["config"][REPLICATE]] = value
     return cells
 
 
-def leaderboard(records: list[dict], metric: str | None = None, reference: bool = False) -> Report:
-    """Rows backbone × method × head, columns tasks, cells test metric mean ± 95% CI.
+def smoke_flag(records: list[dict]) -> Callable[[str], tuple[str, ...]]:
+    """Row key -> ("smoke",) for the rows of smoke runs, so they stay marked wherever shown."""
+    keys = {row_key(r) for r in records if smoke(r)}
+    return lambda key: ("smoke",) if key in keys else ()
+
+
+def titled(what: str, metric: str | None, ci: str) -> str:
+    rule = "t-distribution" if ci == "t" else "1.96·SE, the study's rule"
+    return f"test {metric or 'primary metric'}{what}, mean ± 95% CI over seeds ({rule})"
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+def leaderboard(records: list[dict], metric: str | None = None, reference: bool = False, ci: str = "t",
+                by: Sequence[str] = ()) -> Report:
+    """Rows conditions, columns tasks, cells the test metric's mean ± 95% CI over seeds.
 
     With ``reference`` (primary metric only), each task gets the study's published value beside
-    it, and our cells whose mean falls outside the study's CI are flagged.
+    it for the conditions comparable with the study (pretrained runs of the study protocol);
+    those whose CI does not overlap the study's are flagged.
     """
     if reference and metric:
         raise BenchError("the study's reference values are for each task's primary metric; drop --metric")
-    cells = by_cell(records, metric)
-    tasks = sorted({task for row in cells.values() for task in row})
-    report = Report(f"test {metric or 'primary metric'}, mean ± 95% CI over seeds",
-                    ("backbone", "method", "head"), list(tasks))
-    for row, per_task in sorted(cells.items()):
-        report.rows[row] = {}
+    notes = check_metric(records, metric)
+    cells, flagged = by_condition(records, metric), smoke_flag(records)
+    conditions = {key: json.loads(key) for key in cells}
+    labels, caption = layout(conditions.values(), by)
+    tasks = sorted({task for per_task in cells.values() for task in per_task})
+    report = Report(titled("", metric, ci), tuple(labels), list(tasks), caption=caption + notes,
+                    higher_is_better=higher_is_better(metric))
+    others = 0
+    for key, per_task in sorted(cells.items(), key=lambda kv: label(conditions[kv[0]], labels)):
+        c = conditions[key]
+        row = report.rows.setdefault(label(c, labels), {})
+        comparable = json.loads(c.get("protocol", "null")) == STUDY_PROTOCOL and json.loads(c["init"]) == "pretrained"
+        others += reference and not comparable
         for task, seeds in per_task.items():
-            cell = aggregate(list(seeds.values()))
+            cell = aggregate(list(seeds.values()), ci, flagged(key))
             if reference:
-                study = study_reference().get((row[0], task, row[1]))
-                if study and abs(cell.mean - study[0]) > study[1]:
-                    cell = replace(cell, flag="outside study CI")
-                report.rows[row][f"{task} (study)"] = f"{study[0]:.3f} ± {study[1]:.3f}" if study else None
-            report.rows[row][task] = cell
+                study = study_reference().get((json.loads(c["backbone"]), task, json.loads(c["method"])))
+                if study and comparable:
+                    if not overlaps(cell, *study):
+                        cell = replace(cell, flags=(*cell.flags, "outside study CI"))
+                    marked = " (best test epoch)" if json.loads(c["backbone"]) in TEST_SELECTED else ""
+                    row[f"{task} (study)"] = f"{study[0]:.3f} ± {study[1]:.3f}{marked}"
+                else:
+                    row[f"{task} (study)"] = None
+            row[task] = cell
     if reference:
         report.columns = [c for t in tasks for c in (t, f"{t} (study)")]
+        report.caption.append("study: Schmirler et al. 2024, Tables S3–S6, mean ± 1.96·SD/√n; compared only with "
+                              f"pretrained runs of --protocol {STUDY_PROTOCOL}; flagged where the CIs do not overlap; "
+                              "its ESM2-3B values are the best test epoch (selected on test)")
+        if others:
+            report.caption.append(f"{others} conditions not of the study protocol have no study value")
     return report
 
 
-def delta(records: list[dict], baseline: str, metric: str | None = None) -> Report:
-    """Gain of each method over ``baseline`` for the same backbone, head, task and seed.
+def overlaps(cell: Cell, study_mean: float, study_half_width: float) -> bool:
+    """Whether our CI (a point with one seed) meets the study's."""
+    low = cell.mean if cell.ci_low is None else cell.ci_low
+    high = cell.mean if cell.ci_high is None else cell.ci_high
+    return low <= study_mean + study_half_width and high >= study_mean - study_half_width
 
-    Differences are paired over the seeds both have, then mean ± 1.96·SE of the differences;
-    flagged "gain"/"loss" when that CI excludes zero.
+
+def parse_delta(spec: str) -> tuple[str, str]:
+    """``--delta`` as (field, baseline value): ``FIELD=VALUE``, ``init`` (random), or a method name."""
+    if spec in DELTA_SHORTHANDS:
+        return DELTA_SHORTHANDS[spec]
+    name, sep, value = spec.partition("=")
+    if not sep:
+        return "method", spec
+    known = condition_fields()
+    if name not in known:
+        raise BenchError(f"--delta {spec!r}: unknown setting {name!r}; use one of {', '.join(known)}")
+    return name, value
+
+
+def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "t",
+          by: Sequence[str] = ()) -> Report:
+    """Gain of each condition over the baseline condition that matches it in every setting but
+    the compared one (``spec``, see :func:`parse_delta`), per task.
+
+    Two readings, each labelled: the paired difference over the seeds both have (mean ± CI of
+    the differences; "gain"/"loss" when that CI excludes zero), and the study's Figure-1 rule (a
+    gain counts when the difference of means exceeds CI_condition + CI_baseline).
     """
-    cells = by_cell(records, metric)
-    tasks = sorted({task for row in cells.values() for task in row})
-    report = Report(f"test {metric or 'primary metric'} gain over {baseline}, paired over seeds",
-                    ("backbone", "method", "head"), tasks)
-    for (backbone, method, head), per_task in sorted(cells.items()):
-        base = cells.get((backbone, baseline, head))
-        if method == baseline or base is None:
-            continue
-        report.rows[(backbone, method, head)] = {}
-        for task, seeds in per_task.items():
+    axis, baseline = parse_delta(spec)
+    notes = check_metric(records, metric)
+    ignored = AXIS_FIELDS.get(axis, (axis,))
+    cells, flagged = by_condition(records, metric), smoke_flag(records)
+    conditions = {key: json.loads(key) for key in cells}
+
+    def pair_key(c: Condition) -> str:
+        return json.dumps({k: v for k, v in c.items() if k not in ignored})
+
+    def matches(c: Condition) -> bool:
+        return show(c[axis]) == baseline or c[axis] == json.dumps(baseline)
+
+    bases: dict[str, list[str]] = defaultdict(list)
+    for key, c in conditions.items():
+        if matches(c):
+            bases[pair_key(c)].append(key)
+    compared = {key: c for key, c in conditions.items() if not matches(c) and bases.get(pair_key(c))}
+    if not compared:
+        option = f"--{axis.replace('_', '-')} {baseline}"
+        raise BenchError(f"no condition pairs with a {axis} = {baseline} condition that matches it in every other "
+                         f"setting; run `bench run {option}` with the same settings and seeds (see `bench runs`)")
+    labels, caption = layout(compared.values(), by)
+    tasks = sorted({t for key in compared for t in cells[key]})
+    report = Report(titled(f": gain over {axis} = {baseline}", metric, ci), tuple(labels),
+                    [c for t in tasks for c in (t, f"{t} ({FIGURE1})")], caption=caption + notes,
+                    higher_is_better=higher_is_better(metric))
+    report.caption.append(f"each row minus the {axis} = {baseline} run of the same settings: the paired difference "
+                          f"over shared seeds (gain/loss: its CI excludes 0), and the study's {FIGURE1} (gain: the "
+                          "difference of means exceeds the sum of both CIs)")
+    for key, c in sorted(compared.items(), key=lambda kv: label(kv[1], labels)):
+        candidates = bases[pair_key(c)]
+        if len(candidates) > 1:
+            differ = sorted({n for n in ignored if len({conditions[b][n] for b in candidates}) > 1})
+            raise BenchError(f"{len(candidates)} {axis} = {baseline} conditions match {' '.join(label(c, labels))}: "
+                             f"they differ in {', '.join(differ)}; pick one with --where")
+        base = cells[candidates[0]]
+        row = report.rows.setdefault(label(c, labels), {})
+        for task, seeds in cells[key].items():
             shared = sorted(set(seeds) & set(base.get(task, {})))
             if not shared:
                 continue
-            cell = aggregate([seeds[s] - base[task][s] for s in shared])
-            sign = "" if cell.half_width is None or abs(cell.mean) <= cell.half_width else (
-                "gain" if cell.mean > 0 else "loss")
-            report.rows[(backbone, method, head)][task] = Cell(cell.mean, cell.half_width, cell.n, sign)
-    if not report.rows:
-        raise BenchError(f"no runs pair with a {baseline!r} run of the same backbone, head, task and seed; "
-                         f"run `bench run --method {baseline}` with the same seeds first")
+            cell = aggregate([seeds[s] - base[task][s] for s in shared], ci, flagged(key))
+            row[task] = replace(cell, flags=(*cell.flags, *sign(cell.mean, cell.half_width)))
+            ours, theirs = aggregate(list(seeds.values()), ci), aggregate(list(base[task].values()), ci)
+            row[f"{task} ({FIGURE1})"] = figure1(ours, theirs)
+    if not any(report.rows.values()):
+        raise BenchError(f"conditions pair with {axis} = {baseline}, but share no seed on any task; run the "
+                         "baseline with the same seeds")
     return report
 
 
-COSTS = {  # column -> how to read it from a record's cost
-    "peak memory (GiB)": lambda cost: (cost["peak_memory"].get("allocated_bytes")
-                                       or cost["peak_memory"].get("rss_bytes", 0)) / 2**30,
-    "train time (s)": lambda cost: cost["train_seconds"],
-    "time to best (s)": lambda cost: cost["time_to_best_seconds"],
-    "residues/s": lambda cost: cost["train_residues_per_second"],
+def sign(difference: float, half_width: float | None) -> tuple[str, ...]:
+    if half_width is None or abs(difference) <= half_width:
+        return ()
+    return ("gain",) if difference > 0 else ("loss",)
+
+
+def figure1(ours: Cell, theirs: Cell) -> str:
+    """The study's Figure-1 call: a gain (loss) when the means differ by more than both CIs together."""
+    if ours.half_width is None or theirs.half_width is None:
+        return "n/a (one seed)"
+    difference = ours.mean - theirs.mean
+    verdict = sign(difference, ours.half_width + theirs.half_width)
+    return f"{difference:+.3f} {verdict[0] if verdict else 'within CIs'}"
+
+
+MEMORY_KINDS = {"cuda": "GPU allocated", "process_rss": "process RSS",
+                "process_rss_lifetime": "process RSS (lifetime peak)"}  # record kind -> column text
+
+
+def memory_kind(cost: dict) -> str:
+    kind = cost["peak_memory"]["kind"]
+    return MEMORY_KINDS.get(kind, kind)
+
+
+def peak_bytes(cost: dict) -> int:
+    memory = cost["peak_memory"]
+    return memory.get("allocated_bytes") if memory["kind"] == "cuda" else memory.get("rss_bytes", 0)
+
+
+# column -> how one condition's records give it (a frozen run embeds once, later seeds read the cache)
+COSTS: dict[str, Callable[[list[dict]], float | str | None]] = {
+    "embed (s)": lambda costs: max(c["embed_seconds"] for c in costs),
+    "train (s)": lambda costs: mean(c["train_seconds"] for c in costs),
+    "total (s)": lambda costs: (max(c["embed_seconds"] for c in costs)
+                                + mean(c["total_seconds"] - c["embed_seconds"] for c in costs)),
+    "time to best (s)": lambda costs: (max(c["embed_seconds"] for c in costs)
+                                       + mean(c["time_to_best_seconds"] for c in costs)),
+    "peak memory (GiB)": lambda costs: max(peak_bytes(c) for c in costs) / 2**30,
+    "memory kind": lambda costs: " / ".join(sorted({memory_kind(c) for c in costs})),
+    "backbone dtype": lambda costs: " / ".join(sorted({c.get("backbone_dtype", "not recorded") for c in costs})),
 }
+COST_AXES = ("total (s)", "train (s)", "time to best (s)", "peak memory (GiB)")
 
 
-def costs(records: list[dict], metric: str | None = None) -> Report:
-    """One row per backbone × method × head × task: the metric and the mean cost over seeds."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+def costs(records: list[dict], metric: str | None = None, ci: str = "t", by: Sequence[str] = ()) -> Report:
+    """One row per task and condition: the metric and what its runs cost."""
+    notes = check_metric(records, metric)
+    groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
-        c = record["config"]
-        if test_value(record, metric) is not None and "cost" in record:
-            groups[(c["backbone"], c["method"], c["head"], c["task"])].append(record)
-    report = Report("cost per run, mean over seeds", ("backbone", "method", "head", "task"),
-                    ["test", *COSTS])
-    for key, group in sorted(groups.items()):
-        row: dict = {"test": aggregate([test_value(r, metric) for r in group])}
-        for column, read in COSTS.items():
-            values = [read(r["cost"]) for r in group if read(r["cost"]) is not None]
-            row[column] = mean(values) if values else None
-        report.rows[key] = row
+        if rec.test_score(record, metric) is not None and "cost" in record:
+            groups[json.dumps(condition(record))].append(record)
+    conditions = {key: json.loads(key) for key in groups}
+    labels, caption = layout(conditions.values(), by)
+    report = Report(f"cost per condition, test {metric or 'primary metric'} mean ± 95% CI over seeds",
+                    (COLUMN, *labels), ["test", *COSTS], caption=caption + notes,
+                    higher_is_better=higher_is_better(metric))
+    report.caption.append("embed: the frozen embedding, computed once per condition (later seeds read the cache); "
+                          "train, total, time to best: per run, mean over seeds, total and time to best including "
+                          "the embedding; peak memory: the largest over seeds")
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[1][0]["config"][COLUMN],
+                                                                label(conditions[kv[0]], labels))):
+        c = conditions[key]
+        row: dict = {"test": aggregate([rec.test_score(r, metric) for r in group], ci,
+                                       ("smoke",) if smoke(group[0]) else ())}
+        row.update({column: read([r["cost"] for r in group]) for column, read in COSTS.items()})
+        report.rows[(json.loads(c[COLUMN]), *label(c, labels))] = row
     return report
 
 
-def pareto(records: list[dict], cost: str = "train time (s)", metric: str | None = None) -> Report:
-    """Per task, which backbone × method × head are on the metric-vs-cost front
-    (no other setting is at least as good for less, or better for the same cost)."""
-    table = costs(records, metric)
-    report = Report(f"Pareto front per task: test metric vs {cost}", table.label_columns,
-                    ["test", cost, "on front"])
+def pareto(records: list[dict], cost: str = "total (s)", metric: str | None = None, ci: str = "t",
+           by: Sequence[str] = ()) -> Report:
+    """Per task, which conditions are on the metric-vs-cost front (no other condition is at least
+    as good for less, or better for the same cost)."""
+    if cost not in COST_AXES:
+        raise BenchError(f"--cost-axis {cost!r}: use one of {', '.join(COST_AXES)}")
+    table = costs(records, metric, ci, by)
+    better = 1 if table.higher_is_better is not False else -1
+    report = Report(f"Pareto front per task: test {metric or 'primary metric'} vs {cost}", table.label_columns,
+                    ["test", cost, "on front"], caption=table.caption, higher_is_better=table.higher_is_better)
     for key, row in table.rows.items():
-        rivals = [r for k, r in table.rows.items() if k[3] == key[3] and k != key and r[cost] is not None]
-        if row[cost] is None:
-            continue
-        dominated = any(r["test"].mean >= row["test"].mean and r[cost] <= row[cost]
-                        and (r["test"].mean > row["test"].mean or r[cost] < row[cost]) for r in rivals)
-        report.rows[key] = {"test": row["test"], cost: row[cost], "on front": "no" if dominated else "yes"}
+        rivals = [r for k, r in table.rows.items() if k[0] == key[0] and k != key]
+        score, spent = better * row["test"].mean, row[cost]
+        dominated = any(better * r["test"].mean >= score and r[cost] <= spent
+                        and (better * r["test"].mean > score or r[cost] < spent) for r in rivals)
+        report.rows[key] = {"test": row["test"], cost: spent, "on front": "no" if dominated else "yes"}
     return report
 
 
@@ -190,41 +461,142 @@ def study_reference() -> dict[tuple[str, str, str], tuple[float, float]]:
     return {(r["backbone"], r["task"], r["method"]): (r["mean"], r["ci"]) for r in load_toml(path)["result"]}
 
 
+# --- output ----------------------------------------------------------------------------------
+
 def text(value) -> str:
     if value is None:
         return "—"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def best(report: Report) -> dict[str, float]:
+    """Per Cell column, the best mean (where the metric's direction is known)."""
+    if report.higher_is_better is None:
+        return {}
+    pick = max if report.higher_is_better else min
+    out = {}
+    for column in report.columns:
+        means = [r[column].mean for r in report.rows.values() if isinstance(r.get(column), Cell)]
+        if len(means) > 1:
+            out[column] = pick(means)
+    return out
+
+
+def cell_columns(report: Report) -> set[str]:
+    return {c for c in report.columns if any(isinstance(r.get(c), Cell) for r in report.rows.values())}
+
+
 def render(report: Report, fmt: str) -> str:
-    """The report as Markdown, CSV, JSON or HTML text (``table`` is drawn by the CLI with rich)."""
+    """The report as Markdown, CSV, JSON or HTML text (``table`` is drawn by the CLI with rich).
+
+    CSV and JSON carry numbers: each result column as mean, ci_low, ci_high and n (and its flags).
+    """
     header = [*report.label_columns, *report.columns]
     lines = [[*key, *(text(cells.get(c)) for c in report.columns)] for key, cells in report.rows.items()]
     if fmt == "md":
         out = [f"**{report.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines]) + "\n"
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines]
+                         + [f"\n{note}" for note in report.caption]) + "\n"
     if fmt == "csv":
+        numeric = cell_columns(report)
+        head = [*report.label_columns]
+        for c in report.columns:
+            head += [f"{c} {part}" for part in ("mean", "ci_low", "ci_high", "n", "flags")] if c in numeric else [c]
+        body = []
+        for key, cells in report.rows.items():
+            line = [*key]
+            for c in report.columns:
+                value = cells.get(c)
+                if c in numeric:
+                    line += ([value.mean, value.ci_low, value.ci_high, value.n, "; ".join(value.flags)]
+                             if isinstance(value, Cell) else [None] * 5)
+                else:
+                    line.append(value)
+            body.append(["" if v is None else v for v in line])
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([header, *lines])
+        csv.writer(buffer).writerows([head, *body])
         return buffer.getvalue()
     if fmt == "json":
         def raw(value):
             return value.as_dict() if isinstance(value, Cell) else value
 
-        return json.dumps({"title": report.title, "rows": [
+        return json.dumps({"title": report.title, "caption": report.caption, "rows": [
             {**dict(zip(report.label_columns, key, strict=True)), **{c: raw(cells.get(c)) for c in report.columns}}
             for key, cells in report.rows.items()]}, indent=2) + "\n"
     if fmt == "html":
-        def row(cells, tag):
-            return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
-
-        return (f"<table>\n<caption>{html.escape(report.title)}</caption>\n{row(header, 'th')}\n"
-                + "\n".join(row(line, "td") for line in lines) + "\n</table>\n")
+        return render_html(report)
     raise BenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #1a1a1a;
+       margin: 2rem; }
+table { border-collapse: collapse; font-size: 14px; }
+caption { caption-side: top; text-align: left; font-weight: 600; font-size: 16px; padding-bottom: .5rem; }
+th, td { padding: .35rem .7rem; border-bottom: 1px solid #e2e2e2; vertical-align: top; }
+th { background: #f4f4f6; text-align: left; border-bottom: 2px solid #bbb; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.label { white-space: nowrap; }
+.ci { color: #666; font-size: 12px; }
+.n { color: #999; font-size: 11px; }
+.bar { display: block; position: relative; height: 4px; margin-top: 3px; background: #eee; }
+.bar span { position: absolute; top: 0; height: 4px; background: #4a78c2; }
+td.best { background: #eaf5ea; font-weight: 700; }
+.flag { display: inline-block; margin-left: .3rem; padding: 0 .3rem; border-radius: 3px; font-size: 11px;
+        background: #fde2e1; color: #a1260d; font-weight: 400; }
+.flag.gain { background: #ddf3dd; color: #1f6b1f; }
+.notes { color: #555; font-size: 13px; max-width: 60rem; }
+"""
+
+
+def render_html(report: Report) -> str:
+    """A self-contained page (inline CSS, no network): numbers right-aligned in tabular figures,
+    each CI as ± and as a bar on the column's scale, the best mean per column marked."""
+    numeric = cell_columns(report)
+    tops = best(report)
+    scale = {}
+    for c in numeric:
+        cells = [r[c] for r in report.rows.values() if isinstance(r.get(c), Cell)]
+        low = min(x.ci_low if x.ci_low is not None else x.mean for x in cells)
+        high = max(x.ci_high if x.ci_high is not None else x.mean for x in cells)
+        scale[c] = (low, high - low or 1.0)
+
+    def cell_html(column: str, value) -> str:
+        if not isinstance(value, Cell):
+            klass = "num" if column in numeric or isinstance(value, float | int) else "label"
+            return f'<td class="{klass}">{html.escape(text(value))}</td>'
+        low, width = scale[column]
+        spread = "" if value.half_width is None else f' <span class="ci">± {value.half_width:.3f}</span>'
+        bar = ""
+        if value.half_width is not None:
+            left = (value.ci_low - low) / width * 100
+            bar = (f'<span class="bar"><span style="left:{left:.1f}%;'
+                   f'width:{max(value.half_width * 2 / width * 100, 1):.1f}%"></span></span>')
+        flags = "".join(f'<span class="flag{" gain" if f == "gain" else ""}">{html.escape(f)}</span>'
+                        for f in value.flags)
+        klass = "num best" if tops.get(column) == value.mean else "num"
+        return (f'<td class="{klass}">{value.mean:.3f}{spread} <span class="n">n={value.n}</span>{flags}'
+                f"{bar}</td>")
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in (*report.label_columns, *report.columns))
+    body = "\n".join(
+        "<tr>" + "".join(f'<td class="label">{html.escape(k)}</td>' for k in key)
+        + "".join(cell_html(c, cells.get(c)) for c in report.columns) + "</tr>"
+        for key, cells in report.rows.items())
+    notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.caption)
+    marked = "<p>Shaded bold: the best mean of each column.</p>" if tops else ""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(report.title)}'
+            f"</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n<table>\n<caption>{html.escape(report.title)}"
+            f"</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+            f'<div class="notes">{notes}{marked}</div>\n</body>\n</html>\n')
+
+
 def heatmap(report: Report, path: Path) -> None:
-    """Rows × tasks coloured by mean, annotated with mean ± CI (needs matplotlib)."""
+    """Rows × result columns coloured by mean, annotated with mean ± CI (needs matplotlib).
+
+    The figure grows with its labels and is saved with a tight bounding box, so the title
+    (wrapped), row labels and column labels are never clipped.
+    """
     try:
         import matplotlib
 
@@ -232,23 +604,31 @@ def heatmap(report: Report, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise BenchError("--plot needs matplotlib: pip install 'plm-bench[plot]'") from None
+    import textwrap
+
     import numpy as np
 
-    columns = [c for c in report.columns if any(isinstance(r.get(c), Cell) for r in report.rows.values())]
+    columns = [c for c in report.columns if c in cell_columns(report)]
+    if not columns or not report.rows:
+        raise BenchError("--plot: the report has no results to draw")
     labels = [" / ".join(key) for key in report.rows]
     values = np.array([[r[c].mean if isinstance(r.get(c), Cell) else np.nan for c in columns]
                        for r in report.rows.values()])
-    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(columns), 1 + 0.5 * len(labels)))
+    width = 1.5 + 0.09 * max(len(label) for label in labels) + 1.3 * len(columns)
+    fig, ax = plt.subplots(figsize=(max(width, 5.0), 1.6 + 0.5 * len(labels)))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    low, high = np.nanmin(values), np.nanmax(values)
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylabel(" / ".join(report.label_columns))
     for i, r in enumerate(report.rows.values()):
         for j, c in enumerate(columns):
             if isinstance(r.get(c), Cell):
                 spread = "" if r[c].half_width is None else f"\n± {r[c].half_width:.3f}"
-                ax.text(j, i, f"{r[c].mean:.3f}{spread}", ha="center", va="center", color="white", fontsize=8)
+                light = high > low and (r[c].mean - low) / (high - low) > 0.6  # viridis turns yellow
+                ax.text(j, i, f"{r[c].mean:.3f}{spread}", ha="center", va="center",
+                        color="black" if light else "white", fontsize=8)
     fig.colorbar(image, ax=ax)
-    ax.set_title(report.title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.set_title(textwrap.fill(report.title, 60), fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)

@@ -75,8 +75,10 @@ class Store:
         ).fetchone()
         return {**json.loads(row[1]), "run_id": row[0]} if row else None
 
-    def records(self, status: str = "finished") -> list[dict]:
-        rows = self.db.execute("SELECT id, record FROM runs WHERE status = ? ORDER BY id", (status,))
+    def records(self, status: str | None = "finished") -> list[dict]:
+        """Records of one status (None: all), oldest first, each with its ``run_id``."""
+        rows = (self.db.execute("SELECT id, record FROM runs ORDER BY id") if status is None else
+                self.db.execute("SELECT id, record FROM runs WHERE status = ? ORDER BY id", (status,)))
         return [{**json.loads(text), "run_id": run_id} for run_id, text in rows]
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ those embeddings; other methods train backbone and head end to end.
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import time
@@ -124,10 +125,18 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "peak_memory": peak_memory(device),
             "micro_batch": outcome.micro_batch,
             "oom_backoffs": outcome.backoffs,
-            "dtype": str(next(iter(model.parameters())).dtype).removeprefix("torch."),
+            "dtype": dtype_name(model.parameters()),  # the trained weights' (the head's when frozen)
+            "backbone_dtype": dtype_name(backbone.parameters(), backbone.buffers()),
         },
         environment=environment(device),
     )
+
+
+def dtype_name(*tensors) -> str:
+    """The dtype of the first floating-point tensor (a one-hot backbone has only a buffer); "none"
+    where there is none."""
+    first = next((t for group in tensors for t in group if t.is_floating_point()), None)
+    return "none" if first is None else str(first.dtype).removeprefix("torch.")
 
 
 def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone, Model]:
@@ -162,9 +171,34 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
 
 
 def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list[Example]]:
-    """The first ``limit_train``/``limit_eval`` examples of each split (recorded in the config)."""
+    """A random subset of ``limit_train``/``limit_eval`` examples of each split, drawn with
+    ``limit_seed`` (recorded in the config, so the record reproduces it) and kept in file order.
+
+    The first N rows of a file sorted by label or length would bias a quick run; a seeded draw
+    does not. The draw ignores the run's seed, so every seed and method of a quick run sees the
+    same subset: seed CIs measure training noise, deltas pair, frozen embeddings are shared.
+    """
     caps = {"train": config.limit_train, "valid": config.limit_eval, "test": config.limit_eval}
-    return {name: examples[: caps[name]] if caps[name] else examples for name, examples in splits.items()}
+    out = {}
+    for name, examples in splits.items():
+        cap = caps.get(name)
+        if cap is None or cap >= len(examples):
+            out[name] = examples
+            continue
+        picks = sorted(random.Random(f"{config.limit_seed}/{name}").sample(range(len(examples)), cap))
+        out[name] = [examples[i] for i in picks]
+    if config.train_fraction < 1:
+        out["train"] = nested_subset(out["train"], config.train_fraction, config.limit_seed)
+    return out
+
+
+def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[Example]:
+    """The first ``ceil(fraction * n)`` of one seeded permutation, in file order: for one seed a
+    larger fraction's subset contains every smaller one's (a learning curve adds data, it never
+    swaps it)."""
+    order = list(range(len(examples)))
+    random.Random(f"{seed}/train-fraction").shuffle(order)
+    return [examples[i] for i in sorted(order[: math.ceil(fraction * len(examples))])]
 
 
 @torch.no_grad()
