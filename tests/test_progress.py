@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from plm_bench.cli import main
+from plm_bench.cli import common, main
 from plm_bench.config import RunConfig
 from plm_bench.results.store import Store
 from plm_bench.run.progress import Bars, EventLog, Follower, Lines, Progress, display, events_folder
@@ -103,7 +103,8 @@ def test_workers_events_reach_the_drivers_output(data_dir, tmp_path, monkeypatch
     assert len(events) == len({json.dumps(e, sort_keys=True) for e in events})  # each event once
 
 
-def test_status_shows_finished_failed_running_and_interrupted_runs(piped_run, data_dir, tmp_path):
+def test_status_shows_finished_failed_running_and_interrupted_runs(piped_run, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(common.console, "width", 300)  # a row per line, whatever width earlier tests left
     store = piped_run["store"]
     missing = tmp_path / "no-data"
     missing.mkdir()

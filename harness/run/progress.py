@@ -299,6 +299,7 @@ class Progress:
     def __init__(self, log: EventLog | None = None, view: Display | None = None,
                  json_path: Path | None = None, show_failed: bool = True) -> None:
         self.log, self.view, self.json_path, self.show_failed = log, view, json_path, show_failed
+        self.held: dict[str, dict] = {}  # start events not shown yet (show_failed=False), by config hash
         self.json_file = None
         self.run: dict | None = None  # the identity of the run this process executes now
         self.epochs = 0
@@ -341,8 +342,22 @@ class Progress:
             if self.json_file:
                 self.json_file.write(json.dumps(event) + "\n")
                 self.json_file.flush()
-            if self.view and (self.show_failed or event.get("status") != "failed"):
+            if not self.view:
+                return
+            if self.show_failed:
                 self.view.show(event)
+                return
+            # A run's start waits for its next event: one that fails at once (missing data or
+            # weights) shows nothing here, and the command reports its error as one line.
+            if event["event"] == "start":
+                self.held[event["config_hash"]] = event
+                return
+            start = self.held.pop(event["config_hash"], None)
+            if event.get("status") == "failed":
+                return
+            if start:
+                self.view.show(start)
+            self.view.show(event)
 
     # -- the run's side (in whichever process runs it) --
 
