@@ -1,7 +1,7 @@
 """Figure 3: fine-tuning throughput (LoRA and full) in residues/s, the study's notebook data path against the harness.
 
-Both sides train the same model (``plm_bench.run.protocol.build``: backbone, method, the study's
-head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
+Both sides train the same model (``plm_bench.run.protocol.build``: backbone, method, the harness's
+MLP head) on the same real records in the same shuffled order of fixed batches, with AdamW at the
 method's learning rate:
 
 - notebook: the split tokenized at once with padding to its longest sequence (max 1024 tokens),
@@ -48,7 +48,7 @@ from plm_bench.config import RunConfig
 from plm_bench.measure.profiler import bf16_peak_flops, model_flops
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import build
-from plm_bench.run.training import Model, Outcome, labels_for, loss_fn, step
+from plm_bench.run.training import Model, Outcome, Units, labels_for, loss_fn, step
 from plm_bench.tasks.sources import default_data_dir
 from plm_bench.tasks.task import Example, Task
 
@@ -111,6 +111,7 @@ def measure(task: Task, examples: list[Example], split_longest: int, batches: li
     base_optimizer = torch.optim.AdamW(notebook.trainable_parameters(), lr=config.lr)
     our_optimizer = torch.optim.AdamW(ours.trainable_parameters(), lr=config.lr)
     state = fresh_state(max(map(len, batches)))
+    units = Units(task, examples, None, residue_level=False)
 
     def notebook_step(rows: list[int]) -> None:
         base_optimizer.zero_grad()
@@ -125,10 +126,10 @@ def measure(task: Task, examples: list[Example], split_longest: int, batches: li
     def our_epoch() -> None:
         ours.train()
         for rows in batches:
-            step(ours, task, [examples[i] for i in rows], None, our_optimizer, state, device)
+            step(ours, units, rows, our_optimizer, state, device)
 
     notebook_step(batches[0])  # warm-up: optimizer state, kernels
-    step(ours, task, [examples[i] for i in batches[0]], None, our_optimizer, state, device)
+    step(ours, units, batches[0], our_optimizer, state, device)
     base_seconds, our_seconds = [], []
     for _ in range(repeats):  # interleaved, so load changes on the machine hit both alike
         base_seconds.append(timed(notebook_epoch, device))

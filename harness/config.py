@@ -17,20 +17,31 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replac
 from pathlib import Path
 from typing import Any
 
+from plm_bench.errors import BenchError
+
 _COUNT = {"type": "integer", "minimum": 1}
 _NAME = {"type": "string", "minLength": 1}
+_BY_PROTOCOL = " (default: the protocol's)"
+
+
+def by_protocol(help: str, schema: dict, **kwargs: Any) -> Any:
+    """A setting whose default is the run's protocol's (``None`` until resolved)."""
+    return setting(None, help + _BY_PROTOCOL, schema, nullable=True, protocol=True, **kwargs)
 
 
 def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nullable: bool = False,
-            cli: str | None = None) -> Any:
+            cli: str | None = None, protocol: bool = False) -> Any:
     """A RunConfig field: ``help`` for people, ``schema`` for validators, ``role`` for where it is set.
 
     ``nullable`` fields accept ``None`` (left unset: the run's defaults decide); ``cli`` names the
-    option where it is not the field name with dashes.
+    option where it is not the field name with dashes; ``protocol`` fields left ``None`` take the
+    run's protocol's value (:meth:`RunConfig.resolved`), so a resolved config has them all.
     """
-    if nullable:
+    if nullable and "enum" in schema:
+        schema = {**schema, "enum": [*schema["enum"], None]}
+    elif nullable:
         schema = {**schema, "type": [schema["type"], "null"]}
-    metadata = {"help": help, "schema": schema, "role": role, "cli": cli}
+    metadata = {"help": help, "schema": schema, "role": role, "cli": cli, "protocol": protocol}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -48,10 +59,29 @@ class RunConfig:
     head: str = setting("auto", "Prediction head (see `bench list head`); auto: the head declared for the "
                         "task's level.", _NAME, role="axis")
     seed: int = setting(1, "Seed of the run.", {"type": "integer"}, role="axis")
-    epochs: int = setting(10, "Training epochs.", _COUNT)
-    lr: float | None = setting(None, "Learning rate (default: the method's).",
+    protocol: str = setting("harness", "Protocol: the defaults of every setting below by task, backbone family and "
+                            "method (see `bench list protocol`); explicit settings override it.", _NAME)
+    epochs: int | None = by_protocol("Training epochs.", _COUNT)
+    lr: float | None = setting(None, "Learning rate (default: the protocol's, else the method's).",
                                {"type": "number", "exclusiveMinimum": 0}, nullable=True)
-    batch_size: int = setting(8, "Sequences per training batch.", _COUNT)
+    batch_size: int | None = by_protocol("Training batch: sequences, or residues with --batch-unit residues.",
+                                         _COUNT)
+    batch_unit: str | None = by_protocol("What a training batch counts: proteins, or residues (frozen "
+                                         "per-residue heads only).", {"enum": ["proteins", "residues"]})
+    optimizer: str | None = by_protocol("Optimizer.", {"enum": ["adamw", "adam"]})
+    adam_eps: float | None = by_protocol("The optimizer's epsilon.", {"type": "number", "exclusiveMinimum": 0})
+    weight_decay: float | None = by_protocol("Weight decay.", {"type": "number", "minimum": 0})
+    schedule: str | None = by_protocol("Learning-rate schedule: constant, or linear decay to 0 over training.",
+                                       {"enum": ["constant", "linear"]})
+    grad_clip: float | None = by_protocol("Clip the gradient norm to this (0: no clipping).",
+                                          {"type": "number", "minimum": 0})
+    head_dropout: float | None = by_protocol("Dropout of the head.",
+                                             {"type": "number", "minimum": 0, "exclusiveMaximum": 1})
+    standardize: bool | None = by_protocol("Standardize frozen embeddings with the training split's mean and "
+                                           "standard deviation (saved with the head).", {"type": "boolean"})
+    max_tokens: int | None = by_protocol("Truncate inputs to this many tokens, special tokens included (0: "
+                                         "never; the record counts truncated records).",
+                                         {"type": "integer", "minimum": 0})
     backbone_path: str | None = setting(None, "Load the backbone's weights from this local directory instead "
                                         "of its hub id.", _NAME, role="table", nullable=True)
     dtype: str = setting("auto", "Precision of the backbone (families enforce their limits; auto: fp32 on CPU, "
@@ -60,16 +90,19 @@ class RunConfig:
                         "pretraining add?).", {"enum": ["pretrained", "random"]})
     long_policy: str = setting("error", "Sequences longer than the backbone's maximum: fail naming them, or "
                                "chunk.", {"enum": ["error", "chunk"]})
-    method_options: dict = setting({}, "Options of the method, e.g. LoRA rank (KEY=VALUE).", {"type": "object"},
-                                   role="table", cli="method-option")
-    val_per_epoch: int = setting(1, "Validations per epoch.", _COUNT)
+    method_options: dict = setting({}, "Options of the method, e.g. LoRA rank (KEY=VALUE); they override the "
+                                   "protocol's.", {"type": "object"}, role="table", cli="method-option")
+    val_per_epoch: int | None = by_protocol("Validations per epoch.", _COUNT)
+    select_by: str | None = by_protocol("Which validation number picks checkpoints and counts as improvement: "
+                                        "the task's primary metric, or the loss.",
+                                        {"enum": ["valid-metric", "valid-loss"]})
     patience: int | None = setting(None, "Stop after this many validations without improvement (default: "
                                    "never).", _COUNT, nullable=True)
     min_delta: float = setting(0.0, "Smallest validation gain that counts as an improvement.",
                                {"type": "number", "minimum": 0})
-    checkpoint: str = setting("early-stop", "Report the early-stopping checkpoint, or train all epochs and "
-                              "report the best (both are recorded when all epochs run).",
-                              {"enum": ["early-stop", "best-of-N"]})
+    checkpoint: str | None = by_protocol("Report the early-stopping checkpoint, or train all epochs and "
+                                         "report the best (both are recorded when all epochs run).",
+                                         {"enum": ["early-stop", "best-of-N"]})
     limit_train: int | None = setting(None, "Use only N training examples, drawn at random with --limit-seed "
                                       "(a quick run).", _COUNT, nullable=True)
     limit_eval: int | None = setting(None, "Use only N validation and N test examples, drawn at random with "
@@ -81,17 +114,29 @@ class RunConfig:
                                     {"type": "number", "exclusiveMinimum": 0, "maximum": 1})
 
     def resolved(self) -> RunConfig:
-        """Fill the defaults that depend on plugins (method, head by task level, lr and options by
-        method), so that spelling a default out and leaving it implicit hash the same."""
+        """Fill the defaults that depend on plugins (method, head by task level, options by method)
+        and on the protocol (every ``protocol`` setting left ``None``), so that spelling a default
+        out and leaving it implicit hash the same. Explicit values always win."""
         from plm_bench import plugins
 
         task = plugins.get("task", self.task)
         method = plugins.default_method() if self.method == "auto" else plugins.get("method", self.method)
-        head = plugins.default_head(task.level).name if self.head == "auto" else self.head
-        lr = method.default_lr if self.lr is None else float(self.lr)
+        chosen = protocol_settings(self, task, method.name)
+        head = chosen.get("head", plugins.default_head(task.level).name) if self.head == "auto" else self.head
+        lr = float(self.lr if self.lr is not None else chosen.get("lr", method.default_lr))
+        options = {k: v for k, v in chosen.get("method_options", {}).items() if k in method.options}
+        filled = {}
+        for f in config_fields():
+            if f.metadata["protocol"] and getattr(self, f.name) is None:
+                if chosen.get(f.name) is None:
+                    protocol = plugins.get("protocol", self.protocol)
+                    raise BenchError(f"protocol {protocol.name} ({protocol.origin}) sets no {f.name} for task "
+                                     f"{task.name}, backbone {self.backbone}, method {method.name}: add it to "
+                                     f"the protocol or pass --{f.name.replace('_', '-')}")
+                filled[f.name] = chosen[f.name]
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
-        return replace(self, method=method.name, head=head, lr=lr, backbone_path=path,
-                       method_options=method.resolve_options(self.method_options))
+        return replace(self, method=method.name, head=head, lr=lr, backbone_path=path, **filled,
+                       method_options=method.resolve_options({**options, **self.method_options}))
 
     @property
     def hash(self) -> str:
@@ -102,6 +147,22 @@ class RunConfig:
     def is_smoke(self) -> bool:
         """A quick run on a subset of the data: never comparable with full runs."""
         return self.limit_train is not None or self.limit_eval is not None
+
+
+def protocol_settings(config: RunConfig, task: Any, method: str) -> dict[str, Any]:
+    """What ``config``'s protocol sets for its task, backbone (name and family) and ``method``."""
+    from plm_bench import plugins
+
+    backbone = plugins.get("backbone", config.backbone)
+    return plugins.get("protocol", config.protocol).settings_for(
+        task=task.name, level=task.level, family=backbone.family, backbone=backbone.name, method=method)
+
+
+def protocol_seeds(config: RunConfig) -> int:
+    """How many seeds a (resolved) run's protocol runs when the user names none."""
+    from plm_bench import plugins
+
+    return int(protocol_settings(config, plugins.get("task", config.task), config.method).get("seeds", 1))
 
 
 def config_fields(role: str | None = None) -> list[Field]:

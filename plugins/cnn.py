@@ -1,5 +1,6 @@
 """Per-residue CNN head: two 1D convolutions along the sequence, so each residue's prediction
-sees its neighbours (as the ProtT5 secondary-structure CNN), with the study's 32 channels."""
+sees its neighbours (as the ProtT5 secondary-structure CNN), with 32 channels (the width of the
+study's frozen-embedding predictor)."""
 
 from __future__ import annotations
 

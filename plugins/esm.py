@@ -24,13 +24,16 @@ ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max
 
 
 def esm_config(arch: Mapping[str, Any]) -> EsmConfig:
-    """ESM2's configuration: rotary positions, token dropout, <pad> = 1 and <mask> = last id."""
+    """ESM2's configuration as released: rotary positions, token dropout, <pad> = 1, <mask> = last
+    id, and no dropout (the published config.json files set both dropout probabilities to 0.0,
+    where transformers' EsmConfig defaults to 0.1)."""
     return EsmConfig(
         vocab_size=arch["vocab_size"], hidden_size=arch["hidden_size"], num_hidden_layers=arch["layers"],
         num_attention_heads=arch["heads"], intermediate_size=arch["ffn_size"],
         max_position_embeddings=arch["max_position_embeddings"], position_embedding_type="rotary",
         token_dropout=True, emb_layer_norm_before=False, layer_norm_eps=1e-5,
         pad_token_id=1, mask_token_id=arch["vocab_size"] - 1,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from plm_bench.errors import BenchError
 from plm_bench.tasks.fasta import read_fasta
 from plm_bench.tasks.sources import SPLITS
-from plm_bench.tasks.task import Example, Files, Form, Labels, Parser, Splits
+from plm_bench.tasks.task import Example, Files, Form, Labels, Parser, Splits, takes_options
 
 
 def header_fields(header: str) -> dict[str, str]:
@@ -34,7 +34,12 @@ def csv_rows(files: Files, source, columns: tuple[str, ...]) -> list[tuple[int, 
     if absent:
         raise BenchError(f"{where}: no column {absent[0]!r} (columns: {reader.fieldnames}); fix the file or "
                          "the task's column options")
-    return list(enumerate(reader, start=1))
+    rows = list(enumerate(reader, start=1))
+    for n, row in rows:
+        if None in row or None in row.values():  # DictReader's marks of a row longer / shorter than the header
+            raise BenchError(f"{where} record {n}: {'more' if None in row else 'fewer'} fields than the header's "
+                             f"{len(reader.fieldnames or [])}; fix the row (quote values that hold commas)")
+    return rows
 
 
 def parse_flip(files: Files, form: Form, labels: Labels, splits: tuple[str, ...]) -> Splits:
@@ -134,6 +139,7 @@ def parse_light_attention(files: Files, form: Form, labels: Labels, splits: tupl
     return out
 
 
+@takes_options("label_key")
 def parse_tape_json(files: Files, form: Form, labels: Labels, splits: tuple[str, ...]) -> Splits:
     """TAPE raw JSON (``data_raw_pytorch``): a list of records with ``primary`` (the
     sequence) and the label under ``label_key`` (a number or a one-element list)."""
@@ -156,6 +162,7 @@ def parse_tape_json(files: Files, form: Form, labels: Labels, splits: tuple[str,
     return out
 
 
+@takes_options("sequence_column", "label_column", "split_column", "id_column")
 def parse_csv(files: Files, form: Form, labels: Labels, splits: tuple[str, ...]) -> Splits:
     """A CSV with a sequence and a label column (per-residue labels: one class letter per
     residue, or values separated by spaces or commas), an optional id column and an optional
@@ -182,6 +189,7 @@ def parse_csv(files: Files, form: Form, labels: Labels, splits: tuple[str, ...])
     return out
 
 
+@takes_options("label_key", "split_key")
 def parse_fasta(files: Files, form: Form, labels: Labels, splits: tuple[str, ...]) -> Splits:
     """A FASTA with ``key=value`` fields in the header: the label (``label_key``, default
     ``label``) for protein tasks and the split (``split_key``, default ``split``; absent: the

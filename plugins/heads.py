@@ -1,4 +1,8 @@
-"""Built-in prediction heads; the MLPs are the ``--head auto`` choice for their level."""
+"""Built-in prediction heads; the MLPs are the ``--head auto`` choice for their level.
+
+Builders take the run's ``head_dropout`` as ``dropout``; the MLPs also ``standardize`` their
+inputs (frozen embeddings) when the run asks for it.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,40 @@ from plm_bench import hookimpl
 from plm_bench.plugins.specs import HeadSpec
 
 
-def build_mlp(hidden_size: int, out_dim: int, level: str):
+def build_mlp(hidden_size: int, out_dim: int, level: str, dropout: float = 0.25, standardize: bool = False):
     from plm_bench_plugins.mlp import MLP
 
-    return MLP(hidden_size, out_dim, level)
+    return MLP(hidden_size, out_dim, level, dropout=dropout, standardize=standardize)
 
 
-def build_light_attention(hidden_size: int, out_dim: int, level: str):
+def build_light_attention(hidden_size: int, out_dim: int, level: str, dropout: float = 0.25):
     from plm_bench_plugins.light_attention import LightAttention
 
-    return LightAttention(hidden_size, out_dim)
+    return LightAttention(hidden_size, out_dim, dropout=dropout)
 
 
-def build_cnn(hidden_size: int, out_dim: int, level: str):
+def build_cnn(hidden_size: int, out_dim: int, level: str, dropout: float = 0.25):
     from plm_bench_plugins.cnn import ResidueCNN
 
-    return ResidueCNN(hidden_size, out_dim)
+    return ResidueCNN(hidden_size, out_dim, dropout=dropout)
+
+
+def build_esm_cls(hidden_size: int, out_dim: int, level: str, dropout: float = 0.0):
+    from plm_bench_plugins.study_heads import EsmClsHead
+
+    return EsmClsHead(hidden_size, out_dim, dropout)
+
+
+def build_t5_mean(hidden_size: int, out_dim: int, level: str, dropout: float = 0.2):
+    from plm_bench_plugins.study_heads import T5MeanHead
+
+    return T5MeanHead(hidden_size, out_dim, dropout)
+
+
+def build_linear(hidden_size: int, out_dim: int, level: str, dropout: float = 0.0):
+    from plm_bench_plugins.study_heads import LinearResidue
+
+    return LinearResidue(hidden_size, out_dim, dropout)
 
 
 def build_probe(pooling: str):
@@ -43,6 +65,13 @@ def register_heads(register) -> None:
                       "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,
                       "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
+    register(HeadSpec("esm-cls", ("protein",), build_esm_cls, tokens=True,
+                      description="The study's ESM2 head: transformers' EsmClassificationHead on the <cls> token."))
+    register(HeadSpec("t5-mean", ("protein",), build_t5_mean, tokens=True,
+                      description="The study's T5 head: mean over every position (padding and </s> included), "
+                                  "dense + tanh."))
+    register(HeadSpec("linear-residue", ("residue",), build_linear,
+                      "The study's per-residue head: dropout and one linear layer."))
     probe = "ridge (regression) or logistic regression (classification), regularization chosen on valid"
     register(HeadSpec("probe-mean", ("protein",), build_probe("mean"),
                       f"Linear probe on mean-pooled residues: {probe}."))

@@ -8,12 +8,15 @@ optional extras imported only when a grid uses them.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import queue
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -44,7 +47,8 @@ def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], 
 
     With one worker, runs execute in this process. With more, each run gets a fresh process
     pinned round-robin to one GPU (on a CPU-only machine: unpinned), and records come back in
-    the order runs finish.
+    the order runs finish. Workers die with the driver: stopped early, it terminates them; killed,
+    they notice within a second (see :func:`worker_main`).
     """
     gpus = visible_gpus()
     workers = workers or max(len(gpus), 1)
@@ -55,18 +59,21 @@ def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], 
     slots: queue.Queue[str | None] = queue.Queue()
     for i in range(workers):
         slots.put(gpus[i % len(gpus)] if gpus else None)
+    live: set[subprocess.Popen] = set()
     with tempfile.TemporaryDirectory(prefix="plm-bench-local-") as folder, ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(run_in_subprocess, execute, config, slots, Path(folder)) for config in configs]
+        futures = [pool.submit(run_in_subprocess, execute, config, slots, Path(folder), live) for config in configs]
         try:
             for future in as_completed(futures):
                 yield future.result()
         finally:
             for future in futures:
                 future.cancel()  # the driver stopped early: start no further runs
+            for process in list(live):
+                process.kill()  # ... and end those running (a finished one has journaled its record)
 
 
 def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, slots: queue.Queue,
-                      folder: Path) -> dict:
+                      folder: Path, live: set[subprocess.Popen]) -> dict:
     """Run one config in a fresh Python process on a free GPU slot; its death fails only this run."""
     gpu = slots.get()
     try:
@@ -74,20 +81,42 @@ def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, s
         job.with_suffix(".in").write_bytes(pickle.dumps((execute, config)))
         env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         with open(job.with_suffix(".err"), "w+") as stderr:
-            code = subprocess.run([sys.executable, "-m", __name__, str(job)], env=env, stderr=stderr).returncode
+            process = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(os.getpid())], env=env,
+                                       stderr=stderr)
+            live.add(process)
+            try:
+                code = process.wait()
+            finally:
+                live.discard(process)
             if code != 0:
                 stderr.seek(0)
                 lines = [line for line in stderr.read().splitlines() if line.strip()] or ["no output"]
                 return records.failed(config, f"worker process exited with status {code}: {lines[-1]}", {})
-        return pickle.loads(job.with_suffix(".out").read_bytes())
+        return json.loads(job.with_suffix(".out").read_text())
     finally:
         slots.put(gpu)
 
 
-def worker_main(job: Path) -> None:
-    """Entry point of a local worker process: read (execute, config), write the record."""
+def exit_with(driver: int, interval_s: float = 0.5) -> None:
+    """End this process as soon as the process ``driver`` is gone (a daemon thread polls it):
+    a killed driver must not leave its workers computing results nobody collects."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != driver:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-driver").start()
+
+
+def worker_main(job: Path, driver: int) -> None:
+    """Entry point of a local worker process: read (execute, config), write the record as JSON."""
+    exit_with(driver)
     execute, config = pickle.loads(job.with_suffix(".in").read_bytes())
-    job.with_suffix(".out").write_bytes(pickle.dumps(execute(config)))
+    record = execute(config)
+    temporary = job.with_suffix(".out.tmp")
+    temporary.write_text(json.dumps(record))
+    os.replace(temporary, job.with_suffix(".out"))
 
 
 @hookimpl
@@ -103,4 +132,4 @@ def register_launchers(register) -> None:
 
 
 if __name__ == "__main__":
-    worker_main(Path(sys.argv[1]))
+    worker_main(Path(sys.argv[1]), int(sys.argv[2]))

@@ -11,8 +11,9 @@ from typing import Any
 from plm_bench import hookimpl
 from plm_bench.plugins.specs import MethodSpec
 
-# The study's LoRA: rank 4, alpha 1, every bias trained; no targets = the backbone's attention
-# q, k, v, o (its adapter_targets); ffn=true adds its feed-forward layers.
+# Rank 4, alpha 1, dropout 0, every bias trained: the study's LoraConfig. No targets = the
+# backbone's attention q, k, v, o (its adapter_targets; the harness protocol), ffn=true adds its
+# feed-forward layers; the study protocol names its targets (ESM2: query, key, value, dense).
 LORA_OPTIONS = {"rank": 4, "alpha": 1.0, "dropout": 0.0, "bias": "all", "targets": (), "ffn": False}
 
 

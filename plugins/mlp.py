@@ -1,28 +1,57 @@
-"""The study's head: one 32-unit hidden layer, then the output layer."""
+"""The 32-unit MLP head (the study's frozen-embedding predictor: Dense(32, relu), dropout, output)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+KERAS_EPSILON = 1e-7  # keras Normalization divides by max(std, epsilon)
+
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real residues only (the study's notebooks averaged padding in too)."""
+    """Mean over real residues only (padding never counts)."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 class MLP(nn.Module):
-    """Per-protein (masked mean pooling first) or per-residue MLP."""
+    """Per-protein (masked mean pooling first) or per-residue MLP.
+
+    With ``standardize`` its input is shifted and scaled by statistics of the training split
+    (:meth:`fit_standardization`, like the study's keras ``Normalization`` layer); they are
+    buffers of the head, so a saved run predicts with the statistics it trained with.
+    """
 
     def __init__(self, hidden_size: int, out_dim: int, level: str, width: int = 32,
-                 dropout: float = 0.25) -> None:
+                 dropout: float = 0.25, standardize: bool = False) -> None:
         super().__init__()
         self.per_protein = level == "protein"
+        if standardize:
+            self.register_buffer("shift", torch.zeros(hidden_size))
+            self.register_buffer("scale", torch.ones(hidden_size))
         self.net = nn.Sequential(
             nn.Linear(hidden_size, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, out_dim)
         )
 
+    @property
+    def standardizes(self) -> bool:
+        return hasattr(self, "shift")
+
+    def inputs(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the first layer sees, before standardization: the pooled protein or each residue."""
+        return masked_mean(hidden.float(), mask) if self.per_protein else hidden.float()
+
+    @torch.no_grad()
+    def fit_standardization(self, features: list[torch.Tensor]) -> None:
+        """Mean and population standard deviation of the training inputs (per-protein vectors, or
+        every residue), as keras ``Normalization.adapt`` computes them."""
+        rows = torch.stack([f.float().mean(0) for f in features]) if self.per_protein else \
+            torch.cat([f.float() for f in features])
+        self.shift.copy_(rows.mean(0))
+        self.scale.copy_(rows.var(0, unbiased=False).sqrt().clamp(min=KERAS_EPSILON))
+
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        features = masked_mean(hidden, mask) if self.per_protein else hidden
-        return self.net(features.float())
+        features = self.inputs(hidden, mask)
+        if self.standardizes:
+            features = (features - self.shift) / self.scale
+        return self.net(features)

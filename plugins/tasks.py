@@ -4,12 +4,13 @@ user's own TOML files listed in ``$PLM_BENCH_TASK_FILES`` (see :func:`plm_bench.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from plm_bench import hookimpl
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml, registry, task_definition_path
-from plm_bench.tasks.task import TASK_FILES, Task, custom_task_definition, declarative_task
+from plm_bench.tasks.task import TASK_FILES, Task, custom_task_definition, custom_task_name, declarative_task
 from plm_bench_plugins.formats import FORMATS
 
 
@@ -27,6 +28,8 @@ def register_tasks(register) -> None:
 
 
 def task_from_file(path: Path) -> Task:
-    """A custom task from the user's TOML file; its data files are relative to the file."""
+    """A custom task from the user's TOML file; its data files are relative to the file, its name
+    carries their digest (see :func:`plm_bench.tasks.task.custom_task_name`)."""
     path, definition = custom_task_definition(path)
-    return declarative_task(definition, FORMATS, where=str(path), base=path.parent)
+    task = declarative_task(definition, FORMATS, where=str(path), base=path.parent)  # checks the definition
+    return replace(task, name=custom_task_name(path, definition))

@@ -124,8 +124,9 @@ def test_a_corrupted_copy_is_rejected_and_not_cached(data_dir, tmp_path, offline
 
 def test_mirror_directory_from_the_environment_and_partial_tasks(data_dir, tmp_path, offline, monkeypatch):
     monkeypatch.setenv("PLM_BENCH_MIRROR", str(data_dir))
+    monkeypatch.setenv("PLM_BENCH_ALLOW_UNVERIFIED", "0")  # restored after the flag below sets it
     cache = tmp_path / "cache"
-    result = bench("data", "fetch", "gfp", "--data-dir", str(cache))
+    result = bench("data", "fetch", "gfp", "--data-dir", str(cache), "--allow-unverified")  # train.csv has no sha256
     assert result.exit_code == 2
     assert (cache / "fluorescence/valid.csv").is_file()
     assert "fluorescence/train.csv could not be fetched" in result.output

@@ -278,3 +278,4 @@ def test_cli_leaderboard_formats_filters_plot_and_errors(store_path, tmp_path):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)
         assert len(result.output.strip().splitlines()) == 1
+

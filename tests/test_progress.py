@@ -55,7 +55,9 @@ def test_a_run_off_a_terminal_prints_a_timestamped_line_per_validation(piped_run
     assert len(validations) == len(history)
     for line, entry in zip(validations, history, strict=True):
         assert re.match(rf"{STAMP} onehot gb1 frozen mlp-protein seed 1: epoch {entry['epoch']:.2f}/3 "
-                        rf"valid spearman {entry['valid']:.4f} \(best -?\d\.\d{{4}}\), train loss .*, ETA \d+s$", line)
+                        rf"valid spearman {entry['valid']:.4f} \(best -?\d\.\d{{4}}\), "
+                        rf"valid loss {entry['valid_loss']:.4g}, "
+                        rf"train loss .*, ETA \d+s$", line)
     assert re.match(rf"{STAMP} onehot gb1 frozen mlp-protein seed 1: start: 3 epochs", lines[0])
     test = piped_run["record"]["metrics"]["test"]["spearman"]
     assert re.match(rf"{STAMP} .*: finished in \d+s: test spearman {test:.4f} \(run 1\) \[1/1 runs\]$", lines[-1])
@@ -70,8 +72,8 @@ def test_log_json_events_parse_and_match_the_stored_record(piped_run):
         assert {"time", "event", "epoch", "backbone", "seed", "host", "pid"} <= set(event)
         datetime.fromisoformat(event["time"])
     validations = [e for e in events if e["event"] == "validation"]
-    assert [(e["epoch"], e["step"], e["value"]) for e in validations] == [
-        (h["epoch"], h["step"], h["valid"]) for h in record["history"]]
+    assert [(e["epoch"], e["step"], e["value"], e["valid_loss"]) for e in validations] == [
+        (h["epoch"], h["step"], h["valid"], h["valid_loss"]) for h in record["history"]]
     assert [e["best"] for e in validations] == [max(h["valid"] for h in record["history"][:i + 1])
                                                 for i in range(len(record["history"]))]
     kinds = [e["event"] for e in events]
@@ -114,7 +116,7 @@ def test_status_shows_finished_failed_running_and_interrupted_runs(piped_run, da
     progress = Progress(EventLog(events_folder(store)))  # a run in this (live) process, mid-training
     progress.start(RunConfig(backbone="onehot", task="gb1", seed=3, epochs=4).resolved())
     progress.training(64)
-    progress.validation(1.0, 1, 0.25, 0.25, 0.5)
+    progress.validation(1.0, 1, 0.25, 0.25, 0.5, 0.6)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = Progress(EventLog(events_folder(store)))
     gone.start(RunConfig(backbone="onehot", task="gb1", seed=4).resolved())
@@ -177,7 +179,7 @@ def test_eta_is_the_remaining_epochs_at_the_pace_so_far(monkeypatch):
     progress.show = seen.append
     progress.start(RunConfig(backbone="onehot", task="gb1", epochs=10).resolved())
     progress.training(8)  # t = 100
-    progress.validation(2.5, 5, 0.1, 0.1, 1.0)  # t = 130: 30 s for 2.5 epochs, 7.5 to go
+    progress.validation(2.5, 5, 0.1, 0.1, 1.0, 1.1)  # t = 130: 30 s for 2.5 epochs, 7.5 to go
     assert seen[-1]["eta_seconds"] == pytest.approx(90.0)
 
 

@@ -74,13 +74,16 @@ def test_record_carries_cost_checkpoints_and_ci(toy_task, tmp_path):
     assert record["metrics"]["test"]["spearman"] > 0.5  # the toy task is learnable
 
 
-def plateau_run(tmp_path, toy_task, checkpoint: str, scores: list[float]) -> training.Outcome:
-    config = RunConfig(backbone="onehot", task=toy_task, epochs=len(scores), patience=2, min_delta=0.01,
-                       checkpoint=checkpoint, batch_size=200).resolved()
+def plateau_run(tmp_path, toy_task, checkpoint: str, scores: list[float], losses: list[float] | None = None,
+                **settings) -> training.Outcome:
+    """Training whose validations return the scripted ``scores`` (and ``losses``)."""
+    settings = {"patience": 2, "min_delta": 0.01, **settings}
+    config = RunConfig(backbone="onehot", task=toy_task, epochs=len(scores), checkpoint=checkpoint, batch_size=200,
+                       **settings).resolved()
     splits = hydrophobic_splits(None)
     model = training.Model(None, plugins.get("head", "mlp-protein").build(21, 1, "protein"))
     features = {"train": [torch.rand(len(e.sequence), 21) for e in splits["train"]]}
-    validate = iter(scores).__next__
+    validate = iter(zip(scores, losses or [1.0] * len(scores), strict=True)).__next__
     return training.train(model, plugins.get("task", toy_task), splits, features, config,
                           RunContext(data_dir=tmp_path, device="cpu"), validate)
 
@@ -93,6 +96,19 @@ def test_early_stopping_fires_on_a_plateau_and_records_epochs_saved(tmp_path, to
     full = plateau_run(tmp_path, toy_task, "best-of-N", scores)
     assert full.stopped_at_epoch == 4 and full.epochs_run == 6
     assert full.early_stop.valid == 0.505 and full.best.valid == 0.7 and full.best.epoch == 5
+
+
+def test_the_study_checkpoint_rule_picks_the_lowest_validation_loss(tmp_path, toy_task):
+    scores = [0.1, 0.5, 0.3, 0.9, 0.2, 0.4]
+    losses = [0.9, 0.6, 0.35, 0.5, 0.34, 0.8]  # the best metric (0.9, epoch 4) is not the lowest loss
+    outcome = plateau_run(tmp_path, toy_task, "best-of-N", scores, losses, select_by="valid-loss", min_delta=0.0)
+    assert (outcome.best.epoch, outcome.best.valid_loss, outcome.best.valid) == (5, 0.34, 0.2)
+    # patience counts validations without a lower loss: 0.5 after 0.35 is one, 0.8 after 0.34 another
+    assert outcome.stopped_at_epoch is None
+    by_metric = plateau_run(tmp_path, toy_task, "best-of-N", scores, losses, min_delta=0.0)
+    assert (by_metric.best.epoch, by_metric.best.valid) == (4, 0.9)
+    study = RunConfig(backbone="onehot", task="gb1", protocol="study").resolved()
+    assert (study.select_by, study.checkpoint) == ("valid-loss", "best-of-N")
 
 
 def test_early_stop_record_reports_the_gap(toy_task, tmp_path):

@@ -6,12 +6,14 @@ Every :class:`BenchError` is printed as one line, with exit status 2 — no trac
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
 from plm_bench.cli import data, embed, grid, leaderboard, listing, models, predict, profile, run, runs, status
-from plm_bench.cli.common import err_console
+from plm_bench.cli.common import err_console, literal
 from plm_bench.errors import BenchError
 
 
@@ -19,11 +21,18 @@ class BenchGroup(click.Group):
     """Turns user-fixable errors into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread:
+            # SIGTERM (timeout, SLURM) unwinds like Ctrl-C, so temporary files are removed on the way out
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            err_console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+            err_console.print(literal((f"error: {exc}", "bold red")), soft_wrap=True)
             sys.exit(2)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)  # a host process (a test) keeps its own handling
 
 
 @click.group(cls=BenchGroup)

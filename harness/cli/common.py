@@ -7,16 +7,25 @@ label never disappears into rich markup.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from plm_bench.errors import BenchError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console()  # tables keep rich markup for their own colours; user text goes in as Text
+err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+def literal(*parts: str | tuple[str, str]) -> Text:
+    """Text printed exactly as written (``(text, style)`` pairs coloured): a ``[split]`` or a
+    ``[/x]`` in a name, path or error is never read as markup."""
+    return Text.assemble(*parts)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict:
@@ -46,6 +55,20 @@ log_json_option = click.option(
     help="Also append every run event (start, validations, early stop, end) to FILE as JSON lines; "
          "each run's events go to <store>.events/ in any case.")
 
+def allow_unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--allow-unverified``: use task files that have no checksum (set for this process and its workers)."""
+    def allow(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        from plm_bench.tasks.sources import ALLOW_UNVERIFIED
+
+        if value:
+            os.environ[ALLOW_UNVERIFIED] = "1"
+        return value
+
+    return click.option("--allow-unverified", is_flag=True, expose_value=False, callback=allow,
+                        help="Accept task files whose definition gives no checksum (runs list them in their "
+                             "record).")(command)
+
+
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                              show_default=True, help="Where to run (auto: CUDA when torch sees it).")
 
@@ -55,12 +78,16 @@ def click_type(schema: dict) -> click.ParamType | type:
     kind = schema.get("type")
     kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
     if "enum" in schema:
-        return click.Choice(schema["enum"])
+        return click.Choice([value for value in schema["enum"] if value is not None])
+    if kind == "boolean":
+        return click.BOOL
     if kind == "integer":
         return click.IntRange(min=schema["minimum"]) if "minimum" in schema else int
     if kind == "number":
         low = schema.get("exclusiveMinimum", schema.get("minimum"))
-        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema)
+        high = schema.get("exclusiveMaximum", schema.get("maximum"))
+        return click.FloatRange(min=low, min_open="exclusiveMinimum" in schema, max=high,
+                                max_open="exclusiveMaximum" in schema)
     return str
 
 

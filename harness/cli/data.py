@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from plm_bench.cli.common import console, data_dir_option
+from plm_bench.cli.common import allow_unverified_option, console, data_dir_option, literal
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -38,6 +38,7 @@ def data() -> None:
 
 
 @data.command()
+@allow_unverified_option
 @click.argument("tasks", nargs=-1)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
 @click.option("--mirror", envvar="PLM_BENCH_MIRROR", metavar="DIR|URL",
@@ -59,8 +60,8 @@ def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, for
         for form in task.forms:
             outcomes = fetch_files(task.data_folder, form.sources, cache, mirror=mirror, force=force)
             for outcome in outcomes:
-                table.add_row(task.name, outcome.source.file, outcome.message if outcome.ok
-                              else f"[red]{outcome.message}[/]")
+                table.add_row(literal(task.name), literal(outcome.source.file),
+                              literal((outcome.message, "" if outcome.ok else "red")))
             if all(o.ok for o in outcomes):
                 break
         else:
@@ -86,12 +87,13 @@ def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
         root = folder / task.data_folder
         records, repeats = count_records(task, folder, root)
         for i, (form, source, state) in enumerate(task.source_status(root)):
-            table.add_row(task.name if i == 0 else "", form.format, f"{task.data_folder}/{source.file}",
-                          f"[{colours[state]}]{state}[/]", records if i == 0 else "", repeats if i == 0 else "")
+            table.add_row(literal(task.name if i == 0 else ""), literal(form.format),
+                          literal(f"{task.data_folder}/{source.file}"), literal((state, colours[state])),
+                          records if i == 0 else "", repeats if i == 0 else "")
     console.print(table)
 
 
-def count_records(task, data_dir: Path, root: Path) -> tuple[str, str]:
+def count_records(task, data_dir: Path, root: Path) -> tuple[Text, Text]:
     """Records per split and the sequences repeated within or across the present splits."""
     from plm_bench.tasks.overlap import duplicates
 
@@ -99,9 +101,10 @@ def count_records(task, data_dir: Path, root: Path) -> tuple[str, str]:
     try:
         splits = task.load(data_dir, splits=present) if present else {}
     except BenchError as exc:
-        return f"[red]{escape(str(exc))}[/]", ""
+        return literal((str(exc), "red")), literal("")
     counts = " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
-    return counts, escape(duplicates(splits).summary()) if splits else ""
+    return literal(counts), literal(duplicates(splits).summary() if splits else "")
+
 
 
 @data.command()

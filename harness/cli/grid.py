@@ -13,10 +13,12 @@ import click
 from rich.table import Table
 
 from plm_bench.cli.common import (
+    allow_unverified_option,
     console,
     data_dir_option,
     device_option,
     err_console,
+    literal,
     log_json_option,
     parse_options,
     store_option,
@@ -33,6 +35,7 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
 
 
 @click.command()
+@allow_unverified_option
 @click.argument("grid_file", metavar="GRID.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--launcher", default="local", show_default=True,
               help="Where runs execute: local, ray, slurm (see `bench list launcher`).")
@@ -79,20 +82,21 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
         options = {**spec.cpu_options, **options}  # the launcher's own way of claiming no GPU
     check_options(spec, options)
     store_path = store or default_store_path()
-    results = Store(store_path) if store_path.exists() or not dry_run else None  # a dry run creates nothing
+    # a dry run writes nothing, not even a new store
+    results = Store(store_path, read_only=dry_run) if store_path.exists() or not dry_run else None
     todo, done = split_done(plan.configs, results, force)
     for skipped in plan.skipped:
-        console.print(f"skipped: {skipped}", highlight=False, soft_wrap=True)
+        console.print(literal(f"skipped: {skipped}"), soft_wrap=True)
     if dry_run:
         console.print(plan_table(plan.configs, {c.hash for c in done}))
-    console.print(f"{len(plan.configs)} runs in {grid_file}: {len(done)} already finished, "
-                  f"{len(todo)} to run on {launcher}", highlight=False, soft_wrap=True)
+    console.print(literal(f"{len(plan.configs)} runs in {grid_file}: {len(done)} already finished, "
+                          f"{len(todo)} to run on {launcher}"), soft_wrap=True)
     if dry_run or not todo:
         return
 
     from functools import partial
 
-    from plm_bench.results.artifacts import folder_for
+    from plm_bench.results.store import folder_for, pending_folder
     from plm_bench.run.driver import attempt
     from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
@@ -100,14 +104,16 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     progress = for_command(store_path, err_console, log_json)  # a line per event; workers' events too
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
-                         artifact_dir=folder_for(store_path).resolve())
+                         artifact_dir=folder_for(store_path).resolve(),
+                         pending_dir=pending_folder(store_path).resolve())
     with progress:
         records = drive(todo, spec, partial(attempt, context=context), results, options, progress)
     failed = sum(r["status"] == "failed" for r in records)
-    console.print(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
-                  f"(store: {store_path}; `bench leaderboard` summarizes)", highlight=False, soft_wrap=True)
+    console.print(literal(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
+                          f"(store: {store_path}; `bench leaderboard` summarizes)"), soft_wrap=True)
     if failed:
-        err_console.print(f"[bold red]{failed} run(s) failed[/]; rerun the same command to retry only them")
+        err_console.print(literal((f"{failed} run(s) failed", "bold red"),
+                                  "; rerun the same command to retry only them"))
         sys.exit(1)
 
 
@@ -116,5 +122,5 @@ def plan_table(configs: tuple, done: set[str]) -> Table:
     table = Table("#", "backbone", "task", "method", "head", "seed", "status", title="grid plan")
     for i, c in enumerate(configs, 1):
         status = "finished" if c.hash in done else "to run"
-        table.add_row(str(i), c.backbone, c.task, c.method, c.head, str(c.seed), status)
+        table.add_row(str(i), *map(literal, (c.backbone, c.task, c.method, c.head)), str(c.seed), status)
     return table

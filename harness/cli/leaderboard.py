@@ -32,7 +32,7 @@ def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, 
     from plm_bench.results import leaderboard as lb
     from plm_bench.results.store import Store
 
-    return lb.select(Store(store).records(status), lb.parse_where(where), smoke,
+    return lb.select(Store(store, read_only=True).records(status), lb.parse_where(where), smoke,
                      task=tasks, backbone=backbones, method=methods)
 
 

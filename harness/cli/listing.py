@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console, err_console
+from plm_bench.cli.common import console, err_console, literal
 
 
 def singular(ctx: click.Context, param: click.Parameter, kind: str | None) -> str | None:
@@ -35,7 +35,8 @@ def list_(kind: str | None) -> None:
         if kind and k != kind:
             continue
         for name, item in sorted(items.items()):
-            table.add_row(name, k, cat.providers[(k, name)].split(":")[0], item.description)
+            table.add_row(literal(name), k, literal(cat.providers[(k, name)].split(":")[0]),
+                          literal(item.description))
     console.print(table)
     for label, error in cat.broken.items():
-        err_console.print(f"[red]broken plugin[/] {label}: {error}", highlight=False)
+        err_console.print(literal(("broken plugin", "red"), f" {label}: {error}"), soft_wrap=True)

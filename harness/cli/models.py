@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, literal
 from plm_bench.errors import BenchError
 
 
@@ -29,4 +29,4 @@ def fetch(names: tuple[str, ...]) -> None:
         if spec.hub_id is None:
             raise BenchError(f"backbone {name} has no hub_id, so there is nothing to fetch: its weights come with "
                              "its package or plugin, or it has none (see `bench list backbone`)")
-        console.print(f"{name}: {spec.hub_id} -> {fetch_weights(spec.hub_id)}", highlight=False)
+        console.print(literal(f"{name}: {spec.hub_id} -> {fetch_weights(spec.hub_id)}"), soft_wrap=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, literal
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -39,16 +39,18 @@ def predict(run_id: int, fasta: Path, output: Path, store: Path | None, device: 
     from plm_bench.results.store import Store
     from plm_bench.tasks.task import use_task_file
 
+    if not output.parent.is_dir():
+        raise BenchError(f"-o {output}: the folder {output.parent} does not exist; create it or write elsewhere")
     if task_file:
         use_task_file(task_file)
-    results = Store(store)
+    results = Store(store, read_only=True)
     record = finished_run(results, run_id)
     examples = read_examples(fasta)
     task, predictions = predict_examples(record, results.path, examples, device)
     rows = write_csv(output, task, examples, predictions)
-    console.print(f"wrote {rows} rows for {len(examples)} sequences to {output} "
-                  f"(run {run_id}: {record['config']['backbone']} {record['config']['method']} "
-                  f"on {record['config']['task']})", highlight=False)
+    console.print(literal(f"wrote {rows} rows for {len(examples)} sequences to {output} "
+                          f"(run {run_id}: {record['config']['backbone']} {record['config']['method']} "
+                          f"on {record['config']['task']})"), soft_wrap=True)
 
 
 def finished_run(store: Store, run_id: int) -> dict[str, Any]:
@@ -66,12 +68,13 @@ def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
     from plm_bench.alphabet import check_sequence
     from plm_bench.tasks.fasta import read_fasta
+    from plm_bench.tasks.sources import readable_text
     from plm_bench.tasks.task import Example
 
     try:
-        text = fasta.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{fasta}: cannot read it as text ({exc})") from None
+        text = readable_text(fasta.read_bytes(), str(fasta))  # as task files are read: a BOM is fine
+    except OSError as exc:
+        raise BenchError(f"{fasta}: cannot read it ({exc})") from None
     examples, seen = [], set()
     for name, _header, lines, line in read_fasta(text, str(fasta)):
         if name in seen:
@@ -89,7 +92,8 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     over residues for residue tasks), exactly as the run computed test predictions."""
     from plm_bench import plugins
     from plm_bench.config import RunConfig
-    from plm_bench.results.artifacts import folder_for, load_into, verified_path
+    from plm_bench.results.artifacts import load_into, verified_path
+    from plm_bench.results.store import folder_for
     from plm_bench.run.protocol import RunContext, build, frozen_features
     from plm_bench.run.training import predict
 
@@ -99,7 +103,14 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
         raise BenchError(f"run {record.get('run_id')}: its config does not match this plm-bench version "
                          f"({exc}); rerun it with this version") from None
     weights = verified_path(folder_for(store_path), record["artifact"])
-    if config.task not in plugins.catalog().items["task"]:
+    tasks = plugins.catalog().items["task"]
+    if config.task not in tasks:
+        base = config.task.partition("@")[0]
+        edited = [name for name in tasks if "@" in config.task and name.partition("@")[0] == base]
+        if edited:
+            raise BenchError(f"run {record.get('run_id')} was trained on task {config.task}, but the task file given "
+                             f"is {edited[0]}: its definition or data changed since; give the files as they were, "
+                             "or rerun the run")
         raise BenchError(f"run {record.get('run_id')} is on task {config.task}, which no installed plugin provides: "
                          "for a task from a TOML file, pass --task-file FILE.toml")
     context = RunContext(data_dir=Path("."), device=device)
@@ -134,10 +145,17 @@ def write_csv(output: Path, task: Task, examples: list[Example], predictions: li
                          for p in np.atleast_2d(probabilities)]
             else:
                 cells = [[repr(v)] for v in np.atleast_1d(values).astype(float).tolist()]
+            name = inert(example.id)
             if residue:
                 for position, (aa, cell) in enumerate(zip(example.sequence, cells, strict=True), start=1):
-                    writer.writerow([example.id, position, aa, *cell])
+                    writer.writerow([name, position, aa, *cell])
             else:
-                writer.writerow([example.id, *cells[0]])
+                writer.writerow([name, *cells[0]])
             rows += len(cells) if residue else 1
     return rows
+
+
+def inert(text: str) -> str:
+    """``text`` for a CSV cell that spreadsheets show as text: a leading ``= + - @`` (or tab, CR)
+    would make ``=HYPERLINK(...)`` in a FASTA id a live formula, so it gets a ``'`` in front."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

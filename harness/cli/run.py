@@ -9,11 +9,13 @@ import click
 from rich.table import Table
 
 from plm_bench.cli.common import (
+    allow_unverified_option,
     config_options,
     console,
     data_dir_option,
     device_option,
     err_console,
+    literal,
     log_json_option,
     store_option,
 )
@@ -22,10 +24,12 @@ from plm_bench.tasks.sources import default_data_dir
 
 
 @click.command()
+@allow_unverified_option
 @config_options(exclude=("seed",))
 @click.option("--seed", "seed_list", type=int, multiple=True, help="Seed; repeat for several runs.")
 @click.option("--seeds", "seed_count", type=click.IntRange(min=1),
-              help="Run seeds 1..N (the study: 5 for frozen embeddings, 3 for fine-tuning).")
+              help="Run seeds 1..N (default: the protocol's number; study: 5 for frozen embeddings, 3 for "
+                   "fine-tuning, Tables S1/S2).")
 @device_option
 @store_option()
 @data_dir_option()
@@ -37,10 +41,9 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     from functools import partial
 
     from plm_bench import plugins
-    from plm_bench.config import RunConfig
+    from plm_bench.config import RunConfig, protocol_seeds
     from plm_bench.results import records
-    from plm_bench.results.artifacts import folder_for
-    from plm_bench.results.store import Store
+    from plm_bench.results.store import Store, folder_for
     from plm_bench.run.driver import attempt, drive, split_done
     from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
@@ -51,12 +54,15 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         from plm_bench.tasks.task import use_task_file
 
         settings["task"] = use_task_file(Path(settings["task"]))
-    configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, (seed_count or 1) + 1)]
+    if not seed_list and not seed_count:  # the protocol's number of seeds
+        seed_count = protocol_seeds(RunConfig(**settings).resolved())
+    configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, seed_count + 1)]
     results = Store(store)
     todo, done = split_done(configs, results, force)
     for config in done:
-        console.print(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
-                      f"(run {results.finished(config.hash)['run_id']}); use --force to rerun", highlight=False)
+        console.print(literal(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
+                              f"(run {results.finished(config.hash)['run_id']}); use --force to rerun"),
+                      soft_wrap=True)
     progress = for_command(results.path, err_console, log_json, show_failed=False)  # reported below
     context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
                          artifact_dir=folder_for(results.path))
@@ -71,7 +77,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     table = Table("run", "backbone", "task", "method", "seed", "valid", "test [95% CI]", "status")
     for record, status in sorted(shown, key=lambda pair: pair[0]["config"]["seed"]):
         c = record["config"]
-        row = [str(record["run_id"]), c["backbone"], c["task"], c["method"], str(c["seed"])]
+        row = [str(record["run_id"]), *map(literal, (c["backbone"], c["task"], c["method"])), str(c["seed"])]
         if status == "failed":
             table.add_row(*row, "—", "—", status)
             continue
@@ -80,8 +86,10 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
                       f"{records.test_score(record):.4f} [{ci['low']:.3f}, {ci['high']:.3f}]", status)
         table.title = f"test {record['primary_metric']}"
     console.print(table)
+    for record in ran:
+        for warning in record.get("warnings", []):
+            err_console.print(literal((f"run {record['run_id']} warning:", "yellow"), f" {warning}"), soft_wrap=True)
     for record in failures:
-        err_console.print(f"run {record['run_id']} failed: {record['error']}", style="red", markup=False,
-                          highlight=False)
+        err_console.print(literal((f"run {record['run_id']} failed:", "red"), f" {record['error']}"), soft_wrap=True)
     if failures:
         sys.exit(1)

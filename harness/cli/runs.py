@@ -55,7 +55,7 @@ def show(run_id: int, store: Path | None) -> None:
     """Print the whole stored record of run RUN_ID as JSON."""
     from plm_bench.results.store import Store
 
-    results = Store(store)
+    results = Store(store, read_only=True)
     for record in results.records(status=None):
         if record["run_id"] == run_id:
             click.echo(json.dumps(record, indent=2, sort_keys=True))

@@ -31,10 +31,17 @@ RANDOM_INIT_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO"  # ESM2's order: the 20 standa
 
 @dataclass
 class Residues:
-    """Per-residue hidden states ``[B, L, H]`` and the mask ``[B, L]`` of real residues."""
+    """Per-residue hidden states ``[B, L, H]`` and the mask ``[B, L]`` of real residues.
+
+    Transformer backbones also give the token-level states ``tokens`` ``[B, T, H]`` (special
+    tokens and padding included) and their attention mask ``token_mask`` ``[B, T]``, for heads
+    that read them as the study's did (``HeadSpec(tokens=True)``); ``None`` where there are none.
+    """
 
     hidden: torch.Tensor
     mask: torch.Tensor
+    tokens: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
 
 class Backbone(nn.Module):
@@ -55,6 +62,7 @@ class Backbone(nn.Module):
     ffn_targets: tuple[str, ...] = ()
     max_length: int | None = None
     long_policy: str = "error"
+    special_tokens: int = 0  # tokens a sequence gets besides its residues (for --max-tokens)
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs for a batch, padded to the longest sequence in *this* batch."""
@@ -238,6 +246,7 @@ class TransformerBackbone(Backbone):
         self.max_length = max_length
         self.adapter_targets = tuple(adapter_targets)
         self.hidden_size = model.config.hidden_size
+        self.special_tokens = len(vocabulary.prefix) + len(vocabulary.suffix)
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         return {**self.vocabulary.encode(sequences), "lengths": torch.tensor([len(s) for s in sequences])}
@@ -246,7 +255,8 @@ class TransformerBackbone(Backbone):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         start, lengths_list = len(self.vocabulary.prefix), lengths.tolist()
         # residue i of every row sits at start + i; suffix and padding fall outside the mask
-        return Residues(hidden[:, start:start + max(lengths_list)], residue_mask(lengths_list).to(hidden.device))
+        return Residues(hidden[:, start:start + max(lengths_list)], residue_mask(lengths_list).to(hidden.device),
+                        tokens=hidden, token_mask=attention_mask.bool())
 
 
 def load_backbone(spec: BackboneSpec, source: str | None, device: torch.device | str, *, dtype: str = "auto",

@@ -67,3 +67,63 @@ def write(output: Path, kind: str, arrays: dict) -> None:
     with h5py.File(output, "w") as handle:
         for name, array in arrays.items():
             handle.create_dataset(name, data=array).attrs["original_id"] = name
+
+
+def read(path: Path, examples: list, hidden_size: int | None = None) -> list:
+    """Each example's embedding from ``path`` as a float32 tensor ``[length, hidden]``.
+
+    An entry is found by the example's id, by an ``original_id`` attribute (HDF5), or by the md5
+    of its sequence (bio_embeddings' keys). A per-protein vector ``[hidden]`` becomes ``[1,
+    hidden]``: a pooled head reads it as is; a per-residue task needs per-residue arrays. Missing
+    entries and shapes that do not fit are one line naming the file and the first record.
+    """
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    arrays = load(path)
+    found, missing = [], []
+    for e in examples:
+        key = next((k for k in (e.id, hashlib.md5(e.sequence.encode()).hexdigest()) if k in arrays), None)
+        if key is None:
+            missing.append(e.id)
+            continue
+        array = np.asarray(arrays[key], dtype=np.float32)
+        if array.ndim == 1:
+            array = array[None]
+        elif array.ndim != 2 or array.shape[0] != len(e.sequence):
+            raise BenchError(f"{path}: entry {key} has shape {array.shape}, but record {e.id} has "
+                             f"{len(e.sequence)} residues; write [length, hidden] per residue or [hidden] per protein")
+        hidden_size = hidden_size or array.shape[1]
+        if array.shape[1] != hidden_size:
+            raise BenchError(f"{path}: entry {key} has hidden size {array.shape[1]}, others {hidden_size}; "
+                             "one file holds one backbone's embeddings")
+        found.append(torch.from_numpy(array))
+    if missing:
+        raise BenchError(f"{path} has no embedding for {len(missing)} of {len(examples)} records (first: "
+                         f"{missing[0]}); embed them with `bench embed` (keys: ids or sequence md5)")
+    return found
+
+
+def load(path: Path) -> dict:
+    """Every entry of an embedding file: key -> array (HDF5 entries also under their original_id)."""
+    import numpy as np
+
+    kind = file_kind(path)
+    if not Path(path).is_file():
+        raise BenchError(f"{path}: no such embedding file")
+    if kind == "npz":
+        with np.load(path, allow_pickle=False) as handle:
+            return {k: handle[k] for k in handle.files}
+    try:
+        import h5py
+    except ImportError:
+        raise BenchError(f"{path}: reading .h5 needs h5py: pip install 'plm-bench[h5]'") from None
+    out = {}
+    with h5py.File(path, "r") as handle:
+        for key, dataset in handle.items():
+            out[key] = dataset[()]
+            if "original_id" in dataset.attrs:
+                out[str(dataset.attrs["original_id"])] = out[key]
+    return out

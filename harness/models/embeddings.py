@@ -11,14 +11,27 @@ the key, so tasks that share sequences share entries.
 Writes go to a temporary file in the cache folder that is renamed into place only when
 complete (``os.replace`` is atomic), so concurrent workers on a shared path never see or
 corrupt a half-written entry; two workers missing at once both compute, and either result wins.
+The space is reserved up front (``posix_fallocate``) and written with plain writes, never
+through a memory map, so a full disk is one error naming the folder and the space needed. A
+temporary file is removed on any failure, and the temporaries of killed processes (SIGKILL,
+SLURM's SIGTERM) by the next cache opened on the folder: their names carry host and pid.
+
+Each entry ends with a checksum of its rows (a SHA-1 over the per-sequence SHA-1s, in order),
+verified whenever it is opened: a zeroed, permuted or overwritten entry is reported and
+recomputed, never used.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +45,10 @@ from plm_bench.tasks.sources import current_umask
 from plm_bench.tasks.task import Example
 
 CACHE_ENV = "PLM_BENCH_CACHE"
-FORMAT_VERSION = 1  # bump when the layout or the meaning of an entry changes
+FORMAT_VERSION = 2  # bump when the layout or the meaning of an entry changes (2: checksum trailer)
 CHUNK_ELEMENTS = 1 << 26  # residues x hidden per call of the embedding function (256 MiB at fp32)
+TRAILER = b"plm-bench-sha1:"  # then the 20-byte digest: the last bytes of an entry
+STALE_TEMPORARY_S = 24 * 3600  # a temporary of another host untouched this long is a dead writer's
 
 Embed = Callable[[list[Example]], list[torch.Tensor]]
 
@@ -105,22 +120,31 @@ class EmbeddingCache:
         """
         lengths = [len(e.sequence) for e in examples]
         path = self.path(examples)
-        array = self._read(path, sum(lengths))
+        array = self._read(path, lengths)
         if array is None:
             self._write(path, examples, embed)
-            array = self._read(path, sum(lengths))
+            array = self._read(path, lengths)
             if array is None:
                 raise BenchError(f"embedding cache entry {path} was replaced or removed while in use; "
                                  f"rerun, and give each concurrent job the same {CACHE_ENV}")
         return CachedFeatures(array, lengths, device)
 
-    def _read(self, path: Path, total: int) -> np.ndarray | None:
-        """The entry memory-mapped, or None if absent or not what these examples need."""
+    def _read(self, path: Path, lengths: Sequence[int]) -> np.ndarray | None:
+        """The entry memory-mapped, or None if absent, not what these examples need, or corrupt
+        (a corrupt entry is reported, and the caller recomputes it)."""
         try:
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError):  # absent, or not a readable .npy
             return None
-        if array.dtype != np.float16 or array.shape != (total, self.hidden_size):
+        if array.dtype != np.float16 or array.shape != (sum(lengths), self.hidden_size):
+            return None
+        expected = TRAILER + checksum(array, lengths)
+        with open(path, "rb") as handle:
+            handle.seek(array.offset + array.nbytes)
+            trailer = handle.read(len(expected) + 1)  # one byte more: trailing junk is damage too
+        if trailer != expected:
+            print(f"warning: embedding cache entry {path} is corrupt (its checksum differs); recomputing it",
+                  file=sys.stderr)
             return None
         return array
 
@@ -128,37 +152,111 @@ class EmbeddingCache:
         lengths = np.array([len(e.sequence) for e in examples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=path.stem, suffix=".tmp")
-        os.close(handle)
+        sweep(self.folder)
+        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f"{path.stem}.{temporary_tag()}.", suffix=".tmp")
+        row_bytes = self.hidden_size * 2
+        digests: list[bytes] = [b""] * len(examples)
+        size = int(offsets[-1]) * row_bytes  # the data; the header and trailer are added once known
         try:
-            if not examples:
-                with open(temporary, "wb") as out:
-                    np.save(out, np.zeros((0, self.hidden_size), np.float16))
-            else:
-                array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16,
-                                                  shape=(int(offsets[-1]), self.hidden_size))
+            with os.fdopen(handle, "wb") as out:
+                np.lib.format.write_array_header_1_0(
+                    out, {"descr": "<f2", "fortran_order": False, "shape": (int(offsets[-1]), self.hidden_size)})
+                start = out.tell()
+                out.flush()
+                size = start + int(offsets[-1]) * row_bytes + len(TRAILER) + 20
+                reserve(out.fileno(), size, self.folder)
                 longest_first = np.argsort(-lengths, kind="stable").tolist()  # too long or too big fails at once
                 for chunk in chunks(longest_first, lengths, max(1, CHUNK_ELEMENTS // self.hidden_size)):
                     outputs = embed([examples[i] for i in chunk])
                     for i, output in zip(chunk, outputs, strict=True):
-                        rows = array[offsets[i]:offsets[i + 1]]
-                        if tuple(output.shape) != rows.shape:
+                        shape = (int(lengths[i]), self.hidden_size)
+                        if tuple(output.shape) != shape:
                             raise BenchError(f"record {examples[i].id}: backbone gave embeddings of shape "
-                                             f"{tuple(output.shape)}, expected {rows.shape}; the backbone "
+                                             f"{tuple(output.shape)}, expected {shape}; the backbone "
                                              "must return one row per residue")
                         with np.errstate(over="ignore"):  # overflow is caught just below, naming the record
-                            rows[:] = output.detach().float().cpu().numpy()
+                            rows = output.detach().float().cpu().numpy().astype("<f2")
                         if not np.isfinite(rows).all():
                             raise BenchError(f"record {examples[i].id}: embedding is NaN or beyond fp16's range "
                                              "(|x| > 65504), which the frozen cache stores; try --dtype fp32 "
                                              "or a fine-tuning method")
-                array.flush()
-                del array
+                        data = rows.tobytes()
+                        digests[i] = hashlib.sha1(data).digest()
+                        written(os.pwrite(out.fileno(), data, start + int(offsets[i]) * row_bytes), data, self.folder,
+                                size)
+                trailer = TRAILER + hashlib.sha1(b"".join(digests)).digest()
+                written(os.pwrite(out.fileno(), trailer, size - len(trailer)), trailer, self.folder, size)
             os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; entries are shared
             os.replace(temporary, path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_space(self.folder, size) from None
+            raise
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
+
+
+def checksum(array: np.ndarray, lengths: Sequence[int]) -> bytes:
+    """SHA-1 over the SHA-1 of each sequence's rows, in order (as :meth:`EmbeddingCache._write` computes it)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    return hashlib.sha1(b"".join(hashlib.sha1(array[offsets[i]:offsets[i + 1]]).digest()
+                                 for i in range(len(lengths)))).digest()
+
+
+def no_space(folder: Path, size: int) -> BenchError:
+    free = shutil.disk_usage(folder).free
+    return BenchError(f"embedding cache {folder}: no space for a {size / 2**30:.2f} GiB entry ({free / 2**30:.2f} GiB "
+                      f"free); free space there or point ${CACHE_ENV} at a larger disk")
+
+
+def reserve(fd: int, size: int, folder: Path) -> None:
+    """Claim ``size`` bytes for the entry now, so a full disk fails before any embedding is computed."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space(folder, size) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without it: the writes will tell
+            raise
+
+
+def written(count: int, data: bytes, folder: Path, size: int) -> None:
+    if count != len(data):  # a short write is a full disk
+        raise no_space(folder, size)
+
+
+def temporary_tag() -> str:
+    """``<host>-<pid>``: whose temporary a file is, so that :func:`sweep` knows when its writer is gone."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def sweep(folder: Path) -> None:
+    """Delete temporaries whose writer is dead: this host's by pid, other hosts' by age."""
+    host = socket.gethostname().replace(".", "_")
+    for path in folder.glob("*.tmp"):
+        parts = path.name.split(".")
+        tag = parts[1] if len(parts) >= 4 else ""
+        writer_host, _, pid = tag.rpartition("-")
+        try:
+            if writer_host == host and pid.isdigit():
+                if alive(int(pid)):
+                    continue
+            elif time.time() - path.stat().st_mtime < STALE_TEMPORARY_S:
+                continue
+            path.unlink()
+        except OSError:  # gone already (another process swept it), or not ours to delete
+            continue
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def chunks(order: list[int], lengths: np.ndarray, budget: int) -> list[list[int]]:

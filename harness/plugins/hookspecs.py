@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from plm_bench.plugins.specs import BackboneSpec, HeadSpec, LauncherSpec, MethodSpec
+    from plm_bench.plugins.specs import BackboneSpec, HeadSpec, LauncherSpec, MethodSpec, ProtocolSpec
     from plm_bench.tasks.task import Task
 
 PROJECT = "plm_bench"
@@ -44,3 +44,9 @@ def register_methods(register: Callable[[MethodSpec], None]) -> None:
 @hookspec
 def register_launchers(register: Callable[[LauncherSpec], None]) -> None:
     """Register :class:`~plm_bench.LauncherSpec` objects."""
+
+
+@hookspec
+def register_protocols(register: Callable[[ProtocolSpec], None]) -> None:
+    """Register :class:`~plm_bench.ProtocolSpec` objects (e.g. from TOML with
+    :func:`plm_bench.plugins.protocols.load_protocol`)."""

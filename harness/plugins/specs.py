@@ -47,13 +47,19 @@ class BackboneSpec:
 @dataclass(frozen=True)
 class HeadSpec:
     """A prediction head: ``build(hidden_size, out_dim, level)`` returns an ``nn.Module``
-    mapping ``(hidden [B, L, H], mask [B, L])`` to ``[B, out]`` or ``[B, L, out]``."""
+    mapping ``(hidden [B, L, H], mask [B, L])`` to ``[B, out]`` or ``[B, L, out]``.
+
+    ``build`` may also take ``dropout`` (the run's ``head_dropout``). With ``tokens`` the head
+    reads the backbone's token-level states (special tokens and padding included, mask = the
+    attention mask) instead of the 1:1 residue states, as the study's fine-tuning heads did.
+    """
 
     name: str
     levels: tuple[str, ...]
-    build: Callable[[int, int, str], Any]
+    build: Callable[..., Any]
     description: str = ""
     default_for: tuple[str, ...] = ()  # levels whose tasks get this head with --head auto
+    tokens: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,47 @@ class LauncherSpec:
     cpu_options: Mapping[str, Any] = field(default_factory=dict)  # options under --device cpu: claim no GPU
 
 
-KINDS = ("backbone", "task", "head", "method", "launcher")
+@dataclass(frozen=True)
+class ProtocolRule:
+    """Settings for the runs a rule matches: each ``match`` key (task, level, family, backbone,
+    method) lists the values it accepts; a key left out matches everything."""
+
+    match: Mapping[str, tuple[str, ...]]
+    settings: Mapping[str, Any]
+    source: str = ""  # where the values come from (e.g. the study's table), shown by `bench list`
+
+    def applies(self, run: Mapping[str, str]) -> bool:
+        return all(run.get(key) in values for key, values in self.match.items())
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """A named protocol: defaults for every run setting, by task, backbone family and method.
+
+    Rules apply in order, a later one overriding an earlier one, so a file reads from the general
+    to the particular. A run's explicit settings override all of them (:meth:`RunConfig.resolved`).
+    ``seeds`` in a rule's settings is how many seeds ``bench run`` runs when given none.
+    """
+
+    name: str
+    rules: tuple[ProtocolRule, ...]
+    description: str = ""
+    origin: str = ""  # the file it was read from, for error messages
+
+    def settings_for(self, **run: str) -> dict[str, Any]:
+        """The protocol's settings for a run with these ``task``, ``level``, ``family``, ``backbone``
+        and ``method``; ``method_options`` merge key by key."""
+        chosen: dict[str, Any] = {}
+        for rule in self.rules:
+            if rule.applies(run):
+                options = {**chosen.get("method_options", {}), **rule.settings.get("method_options", {})}
+                chosen.update(rule.settings)
+                if options:
+                    chosen["method_options"] = options
+        return chosen
+
+
+KINDS = ("backbone", "task", "head", "method", "launcher", "protocol")
 
 
 @dataclass

@@ -3,8 +3,12 @@
 Only what training changed is saved: the trainable tensors at the reported checkpoint (the
 adapter and the head; every backbone weight for ``full``). The rest comes back by rebuilding
 the run's model from its config, which loads the same backbone weights. Files are safetensors
-named by config hash in a folder next to the results store (``runs.sqlite`` keeps them in
-``runs.artifacts/``); the record names the file and its sha256.
+named by config hash and content in a folder next to the results store (``runs.sqlite`` keeps
+them in ``runs.artifacts/``); the record names the file and its sha256.
+
+A rerun never touches the weights the stored record names: it writes a new file (its name
+carries its own digest) and the store deletes the superseded one only after the new row is
+committed, so a kill at any point leaves the old run whole.
 """
 
 from __future__ import annotations
@@ -27,35 +31,45 @@ from plm_bench.tasks.sources import current_umask, sha256_of
 FORMAT = "plm-bench-trainable/1"
 
 
-def folder_for(store_path: Path) -> Path:
-    """Where the runs of the store at ``store_path`` keep their weights."""
-    store_path = Path(store_path)
-    return store_path.with_name(f"{store_path.stem}.artifacts")
-
-
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter that requires grad, by its name in ``model``."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    """Every parameter that requires grad, by its name in ``model``, and the buffers of its
+    ``head``: a fresh head's buffers are learned from the training split too (e.g. the input
+    standardization of frozen-embedding heads)."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module):
+        state.update({f"head.{name}": b.detach() for name, b in head.named_buffers()})
+    return state
 
 
 def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
-    """Write the trainable weights atomically (temp file in ``folder``, then rename); returns
-    the record's ``artifact`` entry."""
+    """Write the trainable weights as a new file ``<config hash>-<digest>.safetensors`` (temp
+    file in ``folder``, then rename), leaving any earlier run's file alone; returns the
+    record's ``artifact`` entry."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.to("cpu", copy=True).contiguous() for name, t in trainable_state(model).items()}
-    path = folder / f"{config_hash}.safetensors"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=path.stem, suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=config_hash, suffix=".tmp")
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={"format": FORMAT, "config_hash": config_hash})
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; a store may be shared
-        os.replace(temporary, path)
+        digest = sha256_of(Path(temporary))
+        path = folder / f"{config_hash}-{digest[:16]}.safetensors"
+        os.replace(temporary, path)  # same digest: the same bytes, so replacing an old file changes nothing
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    return {"file": path.name, "sha256": sha256_of(path), "tensors": len(tensors),
+    return {"file": path.name, "sha256": digest, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}
+
+
+def prune(folder: Path, config_hash: str, keep: str) -> None:
+    """Delete the weights files of ``config_hash`` other than ``keep`` (the stored record's),
+    once the store has committed the record naming ``keep``."""
+    for path in [*Path(folder).glob(f"{config_hash}-*.safetensors"), Path(folder) / f"{config_hash}.safetensors"]:
+        if path.name != keep:
+            path.unlink(missing_ok=True)
 
 
 def verified_path(folder: Path, artifact: dict[str, Any]) -> Path:

@@ -2,6 +2,12 @@
 
 A record is written in one transaction when its run ends, so an interrupted run leaves no
 partial row. WAL mode lets readers (leaderboards) work while a run writes.
+
+Nothing is lost or silently wrong: a run's record is journaled as JSON in ``<store>.pending/``
+until the store holds it (a worker writes it there when its run ends, a failed store write
+leaves it there), and the next writer imports what it finds. Read commands open the file
+read-only (``mode=ro``; a shared read-only results file works) and never create one. Rows are
+validated on read; a bad one is reported once and skipped.
 """
 
 from __future__ import annotations
@@ -9,12 +15,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 from plm_bench.errors import BenchError
 from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
+WRITE_ATTEMPTS = 3  # a locked or briefly failing disk gets this many tries before the record is journaled
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -36,26 +46,107 @@ def default_store_path() -> Path:
     return Path(os.environ.get("PLM_BENCH_STORE", DEFAULT_STORE))
 
 
-class Store:
-    """Run records in one SQLite file."""
+def folder_for(store_path: Path) -> Path:
+    """Where the runs of the store at ``store_path`` keep their weights (``runs.sqlite`` keeps
+    them in ``runs.artifacts/``)."""
+    store_path = Path(store_path)
+    return store_path.with_name(f"{store_path.stem}.artifacts")
 
-    def __init__(self, path: Path | str | None = None) -> None:
+
+def pending_folder(store_path: Path) -> Path:
+    """Records not yet in the store at ``store_path``, one ``<config hash>.json`` each."""
+    store_path = Path(store_path)
+    return store_path.with_name(f"{store_path.stem}.pending")
+
+
+def journal(record: dict, folder: Path) -> Path:
+    """Write ``record`` atomically as ``folder/<config hash>.json`` (temp file, then rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record['config_hash']}.json"
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(record, out, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+class Store:
+    """Run records in one SQLite file. ``read_only``: for commands that only read (the file
+    must exist; it is opened ``mode=ro``, so nothing is written, not even the WAL setting)."""
+
+    def __init__(self, path: Path | str | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path else default_store_path()
+        self.read_only = read_only
+        self._reported: set[int] = set()
+        if read_only:
+            self.db = self._open_read_only()
+            return
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA_SQL)
+        except sqlite3.OperationalError as exc:
+            raise BenchError(f"{self.path}: cannot open the results store for writing ({exc}); free space on its "
+                             "disk or fix its permissions, or point --store at another file") from None
         except sqlite3.DatabaseError as exc:
             raise BenchError(f"{self.path}: not a usable results store ({exc}); "
                              "point --store at another file") from None
+        self.recover()
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise BenchError(f"{self.path}: no results store there (read commands never create one); check "
+                             "--store or $PLM_BENCH_STORE")
+        uri = self.path.resolve().as_uri()
+        problem: Exception | None = None
+        # A WAL store in a read-only folder cannot get its -shm file: read it as immutable then.
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=30)
+                db.execute("SELECT count(*) FROM runs").fetchone()
+                return db
+            except sqlite3.DatabaseError as exc:
+                problem = exc
+        raise BenchError(f"{self.path}: not a readable results store ({problem}); point --store at another file")
 
     def add(self, record: dict) -> int:
-        """Validate and store ``record``, replacing earlier records of the same config."""
+        """Validate and store ``record``, replacing earlier records of the same config.
+
+        A write that keeps failing (disk full, I/O error) leaves the record journaled beside
+        the store, named in the error, and the next writer imports it: no result is lost.
+        """
         records.validate(record)
         try:
             text = json.dumps(record, sort_keys=True, allow_nan=False)
         except ValueError:
             raise BenchError("run record contains NaN or infinity; not stored") from None
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                run_id = self._insert(record, text)
+                break
+            except sqlite3.OperationalError as exc:
+                problem = exc
+                time.sleep(0.2 * 2 ** attempt)
+        else:
+            kept, pending = self._keep(record), pending_folder(self.path)
+            then = ("it" if kept.parent == pending else f"move it into {pending} once the disk has room; then it") + \
+                " is added by the next `bench run` or `bench grid` on this store"
+            raise BenchError(f"{self.path}: the run finished but could not be stored ({problem}); its record is "
+                             f"kept in {kept}: {then}") from None
+        (pending_folder(self.path) / f"{record['config_hash']}.json").unlink(missing_ok=True)
+        if "artifact" in record:
+            from plm_bench.results.artifacts import prune
+
+            prune(folder_for(self.path), record["config_hash"], record["artifact"]["file"])
+        return run_id
+
+    def _insert(self, record: dict, text: str) -> int:
         config = record["config"]
         with self.db:
             self.db.execute("DELETE FROM runs WHERE config_hash = ?", (record["config_hash"],))
@@ -67,19 +158,63 @@ class Store:
             )
         return int(cursor.lastrowid)
 
+    def _keep(self, record: dict) -> Path:
+        """Journal a record the store refused; beside the store, else (that disk full too) in $TMPDIR."""
+        for folder in (pending_folder(self.path), Path(tempfile.gettempdir()) / "plm-bench-pending"):
+            try:
+                return journal(record, folder)
+            except OSError:
+                continue
+        raise BenchError(f"{self.path}: the run finished but neither the store nor a journal file could be "
+                         "written (no space anywhere); free space and rerun it")
+
+    def recover(self) -> list[int]:
+        """Import the journaled records of runs that ended without reaching the store (a driver
+        killed after its worker finished, a store write that failed); returns their run ids.
+        A journaled record older than the stored finished one of its config is dropped."""
+        ids = []
+        for path in sorted(pending_folder(self.path).glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                records.validate(record)
+            except (OSError, ValueError, BenchError) as exc:
+                self._warn(f"{path}: not a valid journaled run record ({exc}); left in place, delete it")
+                continue
+            stored = self.finished(record["config_hash"])
+            if stored and stored["finished_at"] >= record["finished_at"]:
+                path.unlink(missing_ok=True)
+                continue
+            ids.append(self.add(record))
+        return ids
+
+    def _rows(self, where: str, *args: object) -> list[dict]:
+        """Records of the rows matching ``where``, each validated; a bad row is reported once and skipped."""
+        out = []
+        for run_id, text in self.db.execute(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args):
+            try:
+                record = json.loads(text)
+                records.validate(record)
+            except (ValueError, BenchError) as exc:
+                if run_id not in self._reported:
+                    self._reported.add(run_id)
+                    self._warn(f"{self.path}: run {run_id} is not a valid record ({exc}); skipped (rerun its "
+                               "config with --force to replace it)")
+                continue
+            out.append({**record, "run_id": run_id})
+        return out
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
     def finished(self, config_hash: str) -> dict | None:
         """The finished record of this config, if any (with its ``run_id``)."""
-        row = self.db.execute(
-            "SELECT id, record FROM runs WHERE config_hash = ? AND status = 'finished'",
-            (config_hash,),
-        ).fetchone()
-        return {**json.loads(row[1]), "run_id": row[0]} if row else None
+        rows = self._rows("config_hash = ? AND status = 'finished'", config_hash)
+        return rows[-1] if rows else None
 
     def records(self, status: str | None = "finished") -> list[dict]:
         """Records of one status (None: all), oldest first, each with its ``run_id``."""
-        rows = (self.db.execute("SELECT id, record FROM runs ORDER BY id") if status is None else
-                self.db.execute("SELECT id, record FROM runs WHERE status = ? ORDER BY id", (status,)))
-        return [{**json.loads(text), "run_id": run_id} for run_id, text in rows]
+        return self._rows("1 = 1") if status is None else self._rows("status = ?", status)
 
     def close(self) -> None:
         self.db.close()

@@ -9,6 +9,7 @@ the network file systems that clusters share.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.results import records
-from plm_bench.results.store import Store
+from plm_bench.results.store import Store, journal
 from plm_bench.run.progress import Progress
 
 if TYPE_CHECKING:
@@ -25,15 +26,23 @@ if TYPE_CHECKING:
 
 
 def attempt(config: RunConfig, context: RunContext) -> dict:
-    """Run one config; a run that raises becomes a ``failed`` record, so the driver goes on."""
+    """Run one config; a run that raises becomes a ``failed`` record, so the driver goes on.
+
+    With ``context.pending_dir`` the record is journaled there before it is handed back, so it
+    reaches the store even if the driver dies before receiving it (the next writer imports it).
+    """
     from plm_bench.run.protocol import environment, execute
 
     try:
         context.progress.start(config)
-        return execute(config, context)
+        record = execute(config, context)
     except Exception as exc:  # recorded, not swallowed: the record carries the error
         error = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-        return records.failed(config, error, environment(context.torch_device), type(exc).__name__)
+        record = records.failed(config, error, environment(context.torch_device), type(exc).__name__)
+    if context.pending_dir:
+        with contextlib.suppress(OSError):  # a worker that cannot write beside the store still hands it back
+            journal(record, context.pending_dir)
+    return record
 
 
 def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False

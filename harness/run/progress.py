@@ -86,7 +86,8 @@ def describe(event: dict) -> str:
         text = f"testing on {event['examples']} examples (each checkpoint, then the bootstrap CI)"
     elif kind == "validation":
         text = (f"epoch {event['epoch']:.2f}/{event['epochs']} valid {metric} {event['value']:.4f} "
-                f"(best {event['best']:.4f}), train loss {event['train_loss']:.4g}, "
+                f"(best {event['best']:.4f}), valid loss {event['valid_loss']:.4g}, "
+                f"train loss {event['train_loss']:.4g}, "
                 f"ETA {duration(event['eta_seconds'])}")
     elif kind == "early_stop":
         text = (f"early stop at epoch {event['epoch']:.2f}: {event['patience']} validations without "
@@ -94,7 +95,7 @@ def describe(event: dict) -> str:
                 + ("" if event["stops"] else "; training on for the best-of-N checkpoint"))
     elif event["status"] == "finished":
         text = (f"finished in {duration(event['seconds'])}: test {metric} {event['value']:.4f} "
-                f"(run {event['run_id']})")
+                f"(run {event['run_id']})" + "".join(f"; warning: {w}" for w in event["warnings"]))
     else:
         text = f"failed: {event['error'].splitlines()[0] if event['error'] else 'no error recorded'}"
     if kind == "end" and "runs_total" in event:
@@ -376,12 +377,13 @@ class Progress:
         if self.run:
             self.emit(self.run, "training", examples=examples, epoch=0)
 
-    def validation(self, epoch: float, step: int, value: float, best: float, train_loss: float) -> None:
+    def validation(self, epoch: float, step: int, value: float, best: float, train_loss: float,
+                   valid_loss: float) -> None:
         elapsed = time.monotonic() - self.training_started
         eta = elapsed / epoch * (self.epochs - epoch) if epoch > 0 else 0.0
         if self.run:
             self.emit(self.run, "validation", epoch=epoch, epochs=self.epochs, step=step, value=value,
-                      best=best, train_loss=train_loss, eta_seconds=eta)
+                      best=best, valid_loss=valid_loss, train_loss=train_loss, eta_seconds=eta)
 
     def early_stop(self, epoch: float, best: float, patience: int, stops: bool) -> None:
         if self.run:
@@ -421,7 +423,8 @@ class Progress:
                   epoch=record["early_stopping"]["epochs_run"] if finished else None,
                   value=records.test_score(record) if finished else None,
                   seconds=record["cost"]["total_seconds"] if finished else None,
-                  error=record.get("error"), runs_done=self.runs_done, runs_total=self.runs_total,
+                  error=record.get("error"), warnings=record.get("warnings", []),
+                  runs_done=self.runs_done, runs_total=self.runs_total,
                   grid_eta_seconds=elapsed / self.runs_done * (self.runs_total - self.runs_done))
         if self.run and self.run["config_hash"] == record["config_hash"]:
             self.run = None

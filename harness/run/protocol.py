@@ -7,11 +7,12 @@ those embeddings; other methods train backbone and head end to end.
 
 from __future__ import annotations
 
+import inspect
 import math
 import platform
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -24,12 +25,14 @@ from plm_bench.errors import BenchError
 from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
+from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, records
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
-from plm_bench.run.training import Model, predict, restore, train
-from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.run.training import Model, predict, restore, split_loss, train
+from plm_bench.tasks.metrics import constant_labels, evaluate, score
+from plm_bench.tasks.sources import unverified_reads
 from plm_bench.tasks.task import Example, Task
 
 
@@ -41,6 +44,7 @@ class RunContext:
     device: str = "auto"
     progress: Progress = field(default_factory=Progress)  # silent by default; workers get its event log only
     artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
+    pending_dir: Path | None = None  # where a finished run journals its record until the store holds it
 
     @property
     def torch_device(self) -> torch.device:
@@ -64,17 +68,26 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     device = context.torch_device
     reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
+    unverified_reads.clear()
     splits = limit(task.load(context.data_dir), config)
+    unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
+    warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
     backbone, model = build(config, task, device)
+    splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
     features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
+    if config.standardize:
+        model.head.fit_standardization(features["train"])  # build() checked that the head can
 
     def predictions(split: str) -> list[np.ndarray]:
         return predict(model, splits[split], features and features[split], config.batch_size)
 
-    outcome = train(model, task, splits, features, config, context,
-                    validate=lambda: score(task, splits["valid"], predictions("valid")))
+    def validate() -> tuple[float, float]:
+        valid = predictions("valid")
+        return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
+
+    outcome = train(model, task, splits, features, config, context, validate=validate)
     context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
     chosen = outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
@@ -85,6 +98,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     for name, checkpoint in candidates.items():
         restore(model, checkpoint.state)
         checkpoints[name] = {"epoch": checkpoint.epoch, "step": checkpoint.step, "valid": checkpoint.valid,
+                             "valid_loss": checkpoint.valid_loss,
                              "test": score(task, splits["test"], predictions("test"))}
     restore(model, chosen.state)  # the model leaves the run at the checkpoint it reports
     artifact = artifacts.save(model, context.artifact_dir, config.hash) if context.artifact_dir else None
@@ -106,6 +120,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "epochs_saved": config.epochs - outcome.epochs_run,
         },
         history=outcome.history,
+        **({"truncation": truncated} if truncated else {}),
         parameters={
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
             "total": sum(p.numel() for p in model.parameters()) + (
@@ -114,6 +129,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         },
         adapter=artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
+        **({"unverified_data": unverified} if unverified else {}),
+        **({"warnings": warnings} if warnings else {}),
         cost={
             "train_seconds": outcome.train_seconds,
             "embed_seconds": embed_seconds,
@@ -152,12 +169,42 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
     seed_everything(config.seed)
     backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
                              init=config.init, long_policy=config.long_policy)
+    if head_spec.tokens and not method.trains_backbone:
+        raise BenchError(f"head {head_spec.name} reads token-level states, which frozen embeddings do not keep; "
+                         f"use it with a fine-tuning method or pick --head mlp-{task.level}")
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
-    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level).to(device)
+    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level,
+                           **head_options(head_spec, config, method.trains_backbone)).to(device)
     if method.trains_backbone:
-        return backbone, Model(method.prepare(backbone, options), head).to(device)
+        return backbone, Model(method.prepare(backbone, options), head, tokens=head_spec.tokens).to(device)
     backbone.requires_grad_(False)
     return backbone, Model(None, head).to(device)
+
+
+def head_options(head_spec: HeadSpec, config: RunConfig, trains_backbone: bool) -> dict:
+    """The run's head settings that the head's ``build`` takes. Standardizing needs fixed inputs
+    (frozen embeddings) and a head that can; otherwise it is refused, never silently skipped."""
+    accepted = inspect.signature(head_spec.build).parameters
+    if config.standardize and ("standardize" not in accepted or trains_backbone):
+        raise BenchError(f"--standardize true: head {head_spec.name} with method {config.method} cannot standardize "
+                         "its inputs (the MLP heads on frozen embeddings can); pass --standardize false")
+    given = {"dropout": config.head_dropout, "standardize": config.standardize}
+    return {key: value for key, value in given.items() if value is not None and key in accepted}
+
+
+def truncate(splits: dict[str, list[Example]], config: RunConfig,
+             backbone: Backbone) -> tuple[dict[str, list[Example]], dict | None]:
+    """Cut every sequence (and its per-residue labels) to ``max_tokens`` tokens, the backbone's
+    special tokens included, as the study's tokenizer did; the record counts what was cut."""
+    if not config.max_tokens:
+        return splits, None
+    keep = config.max_tokens - backbone.special_tokens
+    if keep < 1:
+        raise BenchError(f"--max-tokens {config.max_tokens} leaves no residue next to backbone {backbone.name}'s "
+                         f"{backbone.special_tokens} special tokens; raise it")
+    cut = {name: [cut_example(e, keep) for e in examples] for name, examples in splits.items()}
+    counts = {name: sum(len(e.sequence) > keep for e in examples) for name, examples in splits.items()}
+    return cut, {"max_tokens": config.max_tokens, "residues_kept": keep, "records": counts}
 
 
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
@@ -168,6 +215,16 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
     cache = EmbeddingCache(backbone, backbone.hidden_size, {"dtype": config.dtype, "long_policy": config.long_policy})
     embed = partial(embed_all, backbone, context=context)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
+
+
+def cut_example(example: Example, keep: int) -> Example:
+    """The example's first ``keep`` residues, with the labels and mask of those residues."""
+    if len(example.sequence) <= keep:
+        return example
+    per_residue = np.ndim(example.label) > 0
+    return replace(example, sequence=example.sequence[:keep],
+                   label=np.asarray(example.label)[:keep] if per_residue else example.label,
+                   mask=None if example.mask is None else np.asarray(example.mask)[:keep])
 
 
 def limit(splits: dict[str, list[Example]], config: RunConfig) -> dict[str, list[Example]]:
@@ -224,6 +281,7 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
 
 
 def environment(device: torch.device) -> dict:
+    """Library versions, device and host name (labelled ``host`` in the record schema and README)."""
     import peft
     import transformers
 

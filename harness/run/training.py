@@ -1,10 +1,14 @@
 """Training and prediction: the inner loops of the run protocol.
 
-Validation happens ``val_per_epoch`` times per epoch on the task's primary metric. Two
-checkpoints are tracked: *best-of-N* (the best validation score over every evaluation) and
-*early-stop* (the best score at the moment ``patience`` evaluations passed without an
-improvement of at least ``min_delta``). With ``checkpoint="early-stop"`` training halts there;
-with ``best-of-N`` it runs on to the last epoch, so the record shows the gap between both.
+Validation happens ``val_per_epoch`` times per epoch, on the task's primary metric and on the
+loss; ``select_by`` says which of the two ranks checkpoints. Two checkpoints are tracked:
+*best-of-N* (the best validation over every evaluation) and *early-stop* (the best at the
+moment ``patience`` evaluations passed without an improvement of at least ``min_delta``). With
+``checkpoint="early-stop"`` training halts there; with ``best-of-N`` it runs on to the last
+epoch, so the record shows the gap between both.
+
+A step draws from *units*: proteins, or (frozen per-residue heads, ``batch_unit="residues"``)
+single scored residues of the cached embeddings, as the study's per-residue predictors trained.
 """
 
 from __future__ import annotations
@@ -29,19 +33,27 @@ if TYPE_CHECKING:
 
 
 class Model(nn.Module):
-    """Backbone (absent for frozen methods) followed by the head."""
+    """Backbone (absent for frozen methods) followed by the head; ``tokens``: the head reads
+    token-level states (specials and padding included) instead of the 1:1 residue states."""
 
-    def __init__(self, backbone: nn.Module | None, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module | None, head: nn.Module, tokens: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.tokens = tokens
 
     def forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
         residues = pad_features(features) if self.backbone is None else self.backbone.embed(
             [e.sequence for e in batch], [e.id for e in batch]
         )
         device = residues.hidden.device
-        return self.head(residues.hidden, residues.mask.to(device)), residues.mask.to(device)
+        mask = residues.mask.to(device)
+        if not self.tokens:
+            return self.head(residues.hidden, mask), mask
+        if residues.tokens is None:
+            raise BenchError("this head reads token-level states, which frozen embeddings, chunked long "
+                             "sequences and non-transformer backbones do not give; use --head auto")
+        return self.head(residues.tokens, residues.token_mask.to(device)), mask
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -67,11 +79,84 @@ def labels_for(task: Task, batch: Sequence[Example], mask: torch.Tensor) -> tupl
     return labels, known
 
 
-def loss_fn(task: Task, output: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+def loss_sum(task: Task, output: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The loss summed over scored positions, so that micro-batches add up to the whole batch's."""
     output, labels = output[known], labels[known]
     if task.type == "classification":
-        return nn.functional.cross_entropy(output.float(), labels)
-    return nn.functional.mse_loss(output.squeeze(-1).float(), labels)
+        return nn.functional.cross_entropy(output.float(), labels, reduction="sum")
+    return nn.functional.mse_loss(output.reshape(labels.shape).float(), labels, reduction="sum")
+
+
+def loss_fn(task: Task, output: torch.Tensor, labels: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The mean loss over scored positions."""
+    return loss_sum(task, output, labels, known) / known.sum().clamp(min=1)
+
+
+def split_loss(task: Task, examples: Sequence[Example], predictions: list[np.ndarray]) -> float:
+    """The training loss on a split from its predictions, averaged over scored positions."""
+    outputs, labels, known = [], [], []
+    for e, value in zip(examples, predictions, strict=True):
+        value = torch.as_tensor(value, dtype=torch.float32)
+        if task.level == "protein":
+            outputs.append(value.reshape(1, -1))
+            labels.append(torch.tensor([e.label]))
+            known.append(torch.ones(1, dtype=torch.bool))
+        else:
+            outputs.append(value.reshape(len(e.sequence), -1))
+            labels.append(torch.as_tensor(np.asarray(e.label)))
+            known.append(torch.ones(len(e.sequence), dtype=torch.bool) if e.mask is None else
+                         torch.as_tensor(np.asarray(e.mask), dtype=torch.bool))
+    dtype = torch.long if task.type == "classification" else torch.float32
+    output, label, scored = torch.cat(outputs), torch.cat(labels).to(dtype), torch.cat(known)
+    if task.type == "regression":
+        output = output.squeeze(-1)
+    count = int(scored.sum())
+    return float(loss_sum(task, output, label, scored)) / count if count else float("nan")
+
+
+class Units:
+    """What training steps draw from: whole proteins (``residue_level=False``), or each scored
+    residue of cached embeddings on its own."""
+
+    def __init__(self, task: Task, examples: Sequence[Example], features: list[torch.Tensor] | None,
+                 residue_level: bool) -> None:
+        self.task, self.examples, self.features = task, examples, features
+        self.residue_level = residue_level
+        if residue_level:
+            if features is None or task.level != "residue":
+                raise BenchError("--batch-unit residues needs a per-residue task and frozen embeddings "
+                                 "(--method frozen); use --batch-unit proteins")
+            dummy = torch.zeros(1, max(len(e.sequence) for e in examples), dtype=torch.bool)
+            rows, targets = [], []
+            for e, f in zip(examples, features, strict=True):
+                labels, known = labels_for(task, [e], dummy[:, : len(e.sequence)])
+                rows.append(f[known[0].to(f.device)])
+                targets.append(labels[0][known[0]])
+            self.hidden, self.labels = torch.cat(rows), torch.cat(targets)
+            self.count = len(self.labels)
+        else:
+            self.count = len(examples)
+            self.scored = [1 if task.level == "protein" else
+                           (len(e.sequence) if e.mask is None else int(np.asarray(e.mask).sum())) for e in examples]
+
+    def weight(self, idx: Sequence[int]) -> int:
+        """Scored positions in ``idx``: the loss of a batch is their mean."""
+        return len(idx) if self.residue_level else sum(self.scored[i] for i in idx)
+
+    def residues(self, idx: Sequence[int]) -> int:
+        return len(idx) if self.residue_level else sum(len(self.examples[i].sequence) for i in idx)
+
+    def loss(self, model: Model, idx: Sequence[int], device: torch.device) -> torch.Tensor:
+        """Summed loss of units ``idx``."""
+        if self.residue_level:
+            hidden = self.hidden[list(idx)].unsqueeze(0)
+            output = model.head(hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device))
+            labels = self.labels[list(idx)].unsqueeze(0).to(device)
+            return loss_sum(self.task, output, labels, torch.ones_like(labels, dtype=torch.bool))
+        batch = [self.examples[i] for i in idx]
+        output, mask = model(batch, self.features and [self.features[i] for i in idx])
+        labels, known = labels_for(self.task, batch, mask.cpu())
+        return loss_sum(self.task, output, labels.to(device), known.to(device))
 
 
 def batches(n: int, size: int, generator: torch.Generator | None = None) -> list[list[int]]:
@@ -86,7 +171,8 @@ class Checkpoint:
 
     epoch: float
     step: int
-    valid: float
+    valid: float  # the task's primary metric on valid
+    valid_loss: float
     seconds: float  # training time until this evaluation
     state: dict[str, torch.Tensor] = field(repr=False)
 
@@ -120,47 +206,74 @@ def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             parameter.copy_(state[name])
 
 
+def optimizer_for(model: Model, config: RunConfig) -> torch.optim.Optimizer:
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
+    return kind(model.trainable_parameters(), lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+
+
+def schedule_for(optimizer: torch.optim.Optimizer, config: RunConfig,
+                 steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Constant, or transformers' linear decay to 0 over ``steps`` (what HF Trainer uses by default)."""
+    if config.schedule == "linear":
+        from transformers import get_linear_schedule_with_warmup
+
+        return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=0, num_training_steps=steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def better(config: RunConfig, valid: float, valid_loss: float, than: Checkpoint | None, margin: float = 0.0) -> bool:
+    """Whether a validation beats checkpoint ``than`` by more than ``margin`` under ``select_by``."""
+    if than is None:
+        return True
+    if config.select_by == "valid-loss":
+        return valid_loss < than.valid_loss - margin
+    return valid > than.valid + margin
+
+
 def train(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
-          context: RunContext, validate: Callable[[], float]) -> Outcome:
-    """Train under the run protocol; ``validate()`` returns the primary metric on valid."""
+          context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
+    """Train under the run protocol; ``validate()`` returns (primary metric, loss) on valid."""
     if hasattr(model.head, "fit") and model.backbone is None:
         return fit_closed_form(model, task, splits["train"], features["train"], config, validate)
     device = context.torch_device
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr)
+    units = Units(task, splits["train"], features and features["train"], config.batch_unit == "residues")
+    steps_per_epoch = -(-units.count // config.batch_size)
+    optimizer = optimizer_for(model, config)
+    scheduler = schedule_for(optimizer, config, steps_per_epoch * config.epochs)
     generator = torch.Generator().manual_seed(config.seed)
-    train_set = splits["train"]
     state = Outcome(history=[], best=None, early_stop=None, stopped_at_epoch=None,  # type: ignore[arg-type]
                     epochs_run=0.0, micro_batch=config.batch_size, backoffs=[], train_seconds=0.0,
                     samples=0, residues=0)
-    since_improvement, early_best = 0, -np.inf
-    context.progress.training(len(train_set))
+    since_improvement, early_best = 0, None
+    loss = float("nan")
+    context.progress.training(len(splits["train"]))
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = batches(len(train_set), config.batch_size, generator)
+        order = batches(units.count, config.batch_size, generator)
         checks = {max(0, round(len(order) * j / config.val_per_epoch) - 1) for j in range(1, config.val_per_epoch + 1)}
         steps_bar = context.progress.add_task(f"epoch {epoch}", total=len(order))
         for b, idx in enumerate(order):
             started = time.perf_counter()
-            loss = step(model, task, [train_set[i] for i in idx], features and [features["train"][i] for i in idx],
-                        optimizer, state, device)
+            batch_loss = step(model, units, idx, optimizer, state, device, config.grad_clip, scheduler)
+            loss = loss if batch_loss is None else batch_loss
             state.train_seconds += time.perf_counter() - started
             state.samples += len(idx)
-            state.residues += sum(len(train_set[i].sequence) for i in idx)
+            state.residues += units.residues(idx)
             context.progress.advance(steps_bar)
             if b not in checks:
                 continue
-            valid = validate()
+            valid, valid_loss = validate()
             model.train()
             state.epochs_run = epoch - 1 + (b + 1) / len(order)
             state.history.append({"epoch": round(state.epochs_run, 4), "step": len(state.history) + 1,
-                                  "train_loss": loss, "valid": valid})
-            if state.best is None or valid > state.best.valid:
-                state.best = Checkpoint(state.epochs_run, len(state.history), valid, state.train_seconds,
-                                        snapshot(model))
-            context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss)
+                                  "train_loss": loss, "valid": valid, "valid_loss": valid_loss})
+            if better(config, valid, valid_loss, state.best):
+                state.best = Checkpoint(state.epochs_run, len(state.history), valid, valid_loss,
+                                        state.train_seconds, snapshot(model))
+            context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss, valid_loss)
             if state.stopped_at_epoch is None:
-                if valid > early_best + config.min_delta:
-                    early_best, since_improvement = valid, 0
+                if better(config, valid, valid_loss, early_best, config.min_delta):
+                    early_best, since_improvement = Checkpoint(state.epochs_run, 0, valid, valid_loss, 0.0, {}), 0
                 else:
                     since_improvement += 1
                 if config.patience is not None and since_improvement >= config.patience:
@@ -177,9 +290,9 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
 
 
 def fit_closed_form(model: Model, task: Task, train_set: list[Example], features: Sequence[torch.Tensor],
-                    config: RunConfig, validate: Callable[[], float]) -> Outcome:
+                    config: RunConfig, validate: Callable[[], tuple[float, float]]) -> Outcome:
     """A head fitted in closed form (a linear probe) instead of by gradient steps: fitted once per
-    regularization strength it offers, the strength scoring best on valid kept; each fit is one
+    regularization strength it offers, the strength best on valid (by ``select_by``) kept; each fit is one
     entry of the history (one pass over the training data: ``epoch`` 1, with its ``strength``)."""
     started = time.perf_counter()
     rows, targets = [], []
@@ -198,44 +311,51 @@ def fit_closed_form(model: Model, task: Task, train_set: list[Example], features
         with torch.no_grad():
             fitted = model.head.linear(inputs.to(model.head.linear.weight.device)).cpu()
         train_loss = loss_fn(task, fitted, labels, torch.ones(len(labels), dtype=torch.bool)).item()
-        valid = validate()
+        valid, valid_loss = validate()
         state.history.append({"epoch": 1.0, "step": number, "strength": strength, "train_loss": train_loss,
-                              "valid": valid})
-        if state.best is None or valid > state.best.valid:
-            state.best = Checkpoint(1.0, number, valid, time.perf_counter() - started, snapshot(model))
+                              "valid": valid, "valid_loss": valid_loss})
+        if better(config, valid, valid_loss, state.best):
+            state.best = Checkpoint(1.0, number, valid, valid_loss, time.perf_counter() - started, snapshot(model))
     state.train_seconds = time.perf_counter() - started
     state.early_stop = state.best
     return state
 
 
-def step(model: Model, task: Task, batch: list[Example], features: list | None,
-         optimizer: torch.optim.Optimizer, state: Outcome, device: torch.device) -> float:
-    """One optimizer step over ``batch``, in micro-batches of ``state.micro_batch``.
+def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Optimizer, state: Outcome,
+         device: torch.device, grad_clip: float = 0.0,
+         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float | None:
+    """One optimizer step over units ``idx``, in micro-batches of ``state.micro_batch``; returns the
+    batch's mean loss (``None``: nothing in it is scored, so nothing to learn and no step).
 
-    On CUDA out-of-memory the micro-batch halves and gradient accumulation doubles, so the
-    effective batch (and the result) stays the same; the backoff is recorded.
+    Each micro-batch adds its summed loss over the batch's scored positions (residues for
+    per-residue tasks, not proteins), so split batches compute exactly what the whole batch
+    would. On CUDA out-of-memory the micro-batch halves and gradient accumulation doubles
+    (same effective batch, same result); the backoff is recorded.
     """
+    total_weight = units.weight(idx)
+    if total_weight == 0:
+        return None
     while True:
         try:
             optimizer.zero_grad()
             total = 0.0
-            for start in range(0, len(batch), state.micro_batch):
-                part = slice(start, start + state.micro_batch)
-                output, mask = model(batch[part], features and features[part])
-                labels, known = labels_for(task, batch[part], mask.cpu())
-                loss = loss_fn(task, output, labels.to(device), known.to(device))
+            for start in range(0, len(idx), state.micro_batch):
+                loss = units.loss(model, idx[start:start + state.micro_batch], device) / total_weight
                 if not torch.isfinite(loss):
                     raise BenchError(f"training loss became {loss.item()}; lower --lr or use --dtype fp32")
-                share = len(batch[part]) / len(batch)
-                (loss * share).backward()
-                total += loss.item() * share
+                loss.backward()
+                total += loss.item()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.trainable_parameters(), grad_clip)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             return total
         except torch.cuda.OutOfMemoryError:
             optimizer.zero_grad()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            longest = max(len(e.sequence) for e in batch)
+            longest = max(len(units.examples[i].sequence) for i in idx) if not units.residue_level else 1
             if state.micro_batch == 1:
                 raise BenchError(f"out of GPU memory even at micro-batch 1 (longest sequence {longest} residues): "
                                  "use a smaller backbone, --method lora, --dtype bf16, or a bigger GPU") from None

@@ -13,7 +13,7 @@ def read_fasta(text: str, where: str) -> list[FastaRecord]:
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if line.startswith(">"):
-            name, _, rest = line[1:].strip().partition(" ")
+            name, rest = (line[1:].split(maxsplit=1) + ["", ""])[:2]  # the id ends at any whitespace (tabs too)
             if not name:
                 raise BenchError(f"{where} line {number}: a header without an id")
             records.append((name, rest.strip(), [], number))

@@ -130,6 +130,19 @@ def pooled(task: Task, examples: Sequence[Example], predictions: Sequence[np.nda
     return y_true, y_pred
 
 
+def constant_labels(task: Task, split: str, examples: Sequence[Example]) -> str | None:
+    """A warning when ``examples`` all carry one label: the task's correlations then score 0 by
+    the rule above, a number that must not pass for a result unremarked."""
+    correlations = [m for m in task.metrics if m in ("spearman", "pearson")]
+    if not correlations or not examples:
+        return None
+    labels = np.concatenate([np.atleast_1d(np.asarray(e.label, dtype=float))[
+        slice(None) if e.mask is None else np.asarray(e.mask, bool)] for e in examples])
+    if len(labels) == 0 or np.ptp(labels) != 0:
+        return None
+    return f"every {split} label is {labels[0]:g}: {', '.join(correlations)} are undefined there and stored as 0"
+
+
 def compute(task: Task, name: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return METRICS[name].compute(y_true, y_pred, task.classes)
 

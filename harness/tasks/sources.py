@@ -8,6 +8,11 @@ or for a folder of files the git tree id. Files are written only through a tempo
 the same directory that is renamed into place after its checksum verified, so concurrent
 workers never see a half-written file. Archive members are read in memory, never extracted
 to disk, and member names must be plain relative paths.
+
+Only checksummed files are fetched or read, unless the user passes ``--allow-unverified``
+(``$PLM_BENCH_ALLOW_UNVERIFIED``, so workers inherit it); a run that read such a file lists it in
+its record. A custom task's own files are exempt: its identity is their content digest.
+Downloads and the archive members read into memory are capped in size.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from plm_bench.errors import BenchError
 SPLITS = ("train", "valid", "test")
 HEX = {"sha256": 64, "git_blob": 40, "git_tree": 40}
 TIMEOUT_S = 60
+ALLOW_UNVERIFIED = "PLM_BENCH_ALLOW_UNVERIFIED"
+MAX_DOWNLOAD_BYTES = 16 << 30  # larger than any task's file; a bigger download is a wrong or hostile URL
+MAX_MEMBER_BYTES = 4 << 30  # an archive member is read into memory
+unverified_reads: set[str] = set()  # unverified files read by this process; a run's record lists them
+
+
+def unverified_allowed() -> bool:
+    return os.environ.get(ALLOW_UNVERIFIED, "") not in ("", "0")
 
 
 def default_data_dir() -> Path:
@@ -176,9 +189,15 @@ def verified_path(data_dir: Path, folder: str, task: str, source: Source) -> Pat
     return path
 
 
-def read_bytes(data_dir: Path, folder: str, task: str, source: Source, name: str = "") -> bytes:
-    """Content of a file source, of its archive ``member``, or of ``name`` in a folder source."""
+def read_bytes(data_dir: Path, folder: str, task: str, source: Source, name: str = "", local: bool = False) -> bytes:
+    """Content of a file source, of its archive ``member``, or of ``name`` in a folder source.
+    A file without a checksum needs ``--allow-unverified`` unless it is ``local`` (a custom task's)."""
     path = verified_path(data_dir, folder, task, source)
+    if not source.checksum and not local:
+        if not unverified_allowed():
+            raise BenchError(f"{path}: task {task}'s definition gives no checksum for it, so it cannot be verified; "
+                             "pass --allow-unverified to use it anyway (the run record lists it)")
+        unverified_reads.add(str(path))
     if source.members:
         if name not in source.members:
             raise BenchError(f"{path}: {name!r} is not among the folder's members")
@@ -194,11 +213,13 @@ def read_member(path: Path, member: str) -> bytes:
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
+                check_size(path, member, archive.getinfo(member).file_size)
                 return archive.read(member)
         with tarfile.open(path) as archive:
             info = archive.getmember(member)
             if not info.isfile():
                 raise BenchError(f"{path}: member {member} is not a regular file (links are not followed)")
+            check_size(path, member, info.size)
             handle = archive.extractfile(info)
             assert handle is not None  # regular files always have content
             return handle.read()
@@ -207,6 +228,12 @@ def read_member(path: Path, member: str) -> bytes:
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise BenchError(f"{path}: cannot read member {member}, the archive is truncated or damaged ({exc}); "
                          "delete it and fetch it again") from None
+
+
+def check_size(path: Path, member: str, size: int) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise BenchError(f"{path}: member {member} unpacks to {size / 2**30:.1f} GiB, more than the "
+                         f"{MAX_MEMBER_BYTES / 2**30:.1f} GiB read into memory; is it the right archive?")
 
 
 def is_url(location: str) -> bool:
@@ -221,13 +248,18 @@ def join_location(base: str, *parts: str) -> str:
 
 
 def download(location: str, destination: Path) -> None:
-    """Copy ``location`` (URL or local path) to ``destination``; errors name the location."""
+    """Copy ``location`` (URL or local path) to ``destination``, at most :data:`MAX_DOWNLOAD_BYTES`;
+    errors name the location."""
     try:
-        if is_url(location):
-            with urllib.request.urlopen(location, timeout=TIMEOUT_S) as response, open(destination, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-        else:
-            shutil.copyfile(location, destination)
+        with (urllib.request.urlopen(location, timeout=TIMEOUT_S) if is_url(location) else open(location, "rb")
+              ) as response, open(destination, "wb") as out:
+            copied = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                copied += len(block)
+                if copied > MAX_DOWNLOAD_BYTES:
+                    raise BenchError(f"cannot download {location}: larger than {MAX_DOWNLOAD_BYTES / 2**30:.1f} GiB, "
+                                     "more than any task file; is the URL or mirror right?")
+                out.write(block)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise BenchError(f"cannot download {location} ({exc})") from None
 
@@ -246,7 +278,8 @@ def fetch(folder: str, sources: Iterable[Source], cache: Path, mirror: str | Non
           force: bool = False) -> list[Fetched]:
     """Bring each download unit of ``sources`` into ``cache/<folder>/``: keep a verified copy,
     else try the mirror (same layout), then the upstream URL; a copy whose checksum differs
-    is deleted, never renamed into place."""
+    is deleted, never renamed into place. A source without a checksum is fetched only with
+    ``--allow-unverified``."""
     outcomes = []
     seen = set()
     for source in sources:
@@ -259,6 +292,9 @@ def fetch(folder: str, sources: Iterable[Source], cache: Path, mirror: str | Non
 
 def fetch_one(folder: str, source: Source, cache: Path, mirror: str | None, force: bool) -> Fetched:
     target = cache / folder / source.file
+    if not source.checksum and not unverified_allowed():
+        return Fetched(source, target, False, f"{source.file} has no checksum in the task definition: not fetched "
+                                              "(pass --allow-unverified to take it unchecked)")
     if not force and status(target, source) in ("present", "unverified"):
         return Fetched(source, target, True, "already present")
     locations = [join_location(mirror, folder, source.file)] if mirror else []

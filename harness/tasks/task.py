@@ -12,10 +12,19 @@ Parsers build examples through :class:`Labels`, which enforces one data policy f
   file) are masked: never trained on, never scored. NaN, non-numeric or unknown class labels,
   per-residue labels whose length differs from the sequence, empty sequences and repeated ids
   are errors naming the file and the record.
+
+A definition is checked against a strict JSON schema (unknown keys are errors, with a "did
+you mean") before any data is read or model loaded. A custom task's identity is its name plus
+the content digest of its definition and data files (``my_task@1f3a...``): the name goes into
+every run's config, so an edited CSV or another project's ``my_task.toml`` is a different task,
+never "already done" with a stale result.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import hashlib
 import math
 import os
 import re
@@ -25,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 from sklearn.model_selection import train_test_split
 
@@ -156,6 +166,7 @@ class Files:
     root: Path
     task: str
     sources: tuple[Source, ...]
+    local: bool = False  # a custom task's own files: no checksum needed (its name carries their digest)
 
     def source(self, role: str, split: str | None = None) -> Source:
         for source in self.sources:
@@ -169,7 +180,7 @@ class Files:
         return f"{path / name if name else path}{':' + source.member if source.member else ''}"
 
     def read(self, source: Source, name: str = "") -> bytes:
-        return read_bytes(self.root, "", self.task, source, name)
+        return read_bytes(self.root, "", self.task, source, name, local=self.local)
 
     def text(self, source: Source, name: str = "") -> str:
         return readable_text(self.read(source, name), self.where(source, name))
@@ -198,6 +209,18 @@ def status_quick(path: Path, source: Source) -> str:
 
 
 Parser = Callable[[Files, Form, Labels, tuple[str, ...]], Splits]
+
+
+def takes_options(*names: str) -> Callable[[Parser], Parser]:
+    """Declare the form options a parser reads: a task definition may set these and no others."""
+    def declare(parser: Parser) -> Parser:
+        parser.options = names  # type: ignore[attr-defined]
+        return parser
+    return declare
+
+
+def parser_options(parser: Parser) -> tuple[str, ...]:
+    return getattr(parser, "options", ())
 
 
 @dataclass(frozen=True)
@@ -291,56 +314,126 @@ class Task:
 
 TASK_KEYS = {"name", "level", "type", "metric", "secondary_metrics", "classes", "description", "folder",
              "unknown", "split", "forms", "format", "sources", "file"}
+_TEXT = {"type": "string", "minLength": 1}
+_FRACTION = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+SOURCE_SCHEMA = {
+    "type": "object", "required": ["file"], "additionalProperties": False,
+    "properties": {
+        # checksum digits are checked by Source.parse, which names the file
+        "file": _TEXT, "url": {"type": "string"}, "sha256": _TEXT, "git_blob": _TEXT, "git_tree": _TEXT,
+        "members": {"type": "array", "items": _TEXT, "minItems": 1, "uniqueItems": True},
+        "member": _TEXT, "role": _TEXT, "split": {"enum": list(SPLITS)},
+        "splits": {"type": "array", "items": {"enum": list(SPLITS)}, "minItems": 1, "uniqueItems": True},
+    },
+}
+
+
+def task_schema(formats: Mapping[str, Parser]) -> dict:
+    """JSON schema of a task definition whose forms use ``formats`` (options: what each parser takes)."""
+    options = {name: _TEXT for parser in formats.values() for name in parser_options(parser)}
+    form = {"format": _TEXT, "sources": {"type": "array", "items": SOURCE_SCHEMA, "minItems": 1},
+            "file": _TEXT}
+    return {
+        "type": "object", "required": ["name", "level", "type", "metric"], "additionalProperties": False,
+        "properties": {
+            # '@' joins a custom task's name and digest; '/' and spaces would break names in paths and CLIs
+            "name": {"type": "string", "pattern": "^[^@/\\s]+$"},
+            "level": {"enum": list(LEVELS)}, "type": {"enum": list(TYPES)}, "metric": _TEXT,
+            "secondary_metrics": {"type": "array", "items": _TEXT, "uniqueItems": True},
+            "classes": {"type": "array", "items": _TEXT, "minItems": 2, "uniqueItems": True},
+            "description": {"type": "string"}, "folder": _TEXT,
+            "unknown": {"type": ["number", "string"]},
+            "split": {"type": "object", "additionalProperties": False,
+                      "properties": {"valid_fraction": _FRACTION, "test_fraction": _FRACTION,
+                                     "random_state": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}}},
+            "forms": {"type": "array", "minItems": 1,
+                      "items": {"type": "object", "required": ["format"], "additionalProperties": False,
+                                "properties": {**form, **options}}},
+            **form, **options,
+        },
+    }
+
+
+def check_definition(definition: dict, formats: Mapping[str, Parser], where: str) -> None:
+    """One error naming the key and the fix if ``definition`` is not a valid task definition."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(task_schema(formats)).iter_errors(definition))
+    if error is not None:
+        raise BenchError(f"{where}: {schema_message(error)}")
+    if ("forms" in definition) == ("format" in definition):
+        raise BenchError(f"{where}: give either a top-level `format` (with its sources) or [[forms]], "
+                         "one of the two")
+    if definition["type"] == "regression" and isinstance(definition.get("unknown", 0), str):
+        raise BenchError(f"{where}: unknown = {definition['unknown']!r}: a regression task's unknown label "
+                         "is a number (e.g. 999)")
+    for i, entry in enumerate(definition.get("forms", [definition])):
+        at = f"forms[{i}]." if "forms" in definition else ""
+        if entry["format"] not in formats:
+            raise BenchError(f"{where}: {at}format {entry['format']!r} is unknown; known: {', '.join(sorted(formats))}"
+                             f"{did_you_mean(entry['format'], sorted(formats))}")
+        allowed = parser_options(formats[entry["format"]])
+        for key in sorted(set(entry) - TASK_KEYS - set(allowed)):
+            raise BenchError(f"{where}: {at}{key} is not an option of format {entry['format']!r} "
+                             f"(its options: {', '.join(allowed) or 'none'}){did_you_mean(key, allowed)}")
+        if "file" in entry and "sources" in entry:
+            raise BenchError(f"{where}: {at}give `file` or [[sources]], not both")
+        if "file" not in entry and "sources" not in entry:
+            raise BenchError(f"{where}: {at}the {entry['format']} form names no sources; add [[sources]] with `file`")
+
+
+def schema_message(error: jsonschema.ValidationError) -> str:
+    """A schema error in the words of the TOML file: the key, what is wrong, the fix."""
+    at = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in error.absolute_path).replace(".[", "[")
+    if error.validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        key = sorted(set(error.instance) - set(allowed))[0]
+        return (f"{at + '.' if at else ''}{key} is not a known key{did_you_mean(key, allowed)}"
+                f" (known: {', '.join(sorted(allowed))})")
+    if error.validator == "required":
+        return f"{at or 'the definition'} lacks {error.message.split(' is a required')[0]}; add it"
+    return f"{at or 'the definition'}: {error.message}; fix the value (tasks/*.toml show each key)"
+
+
+def did_you_mean(key: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str = "task definition",
                      base: Path | None = None) -> Task:
-    """A task from a TOML definition. ``base``: a custom task's folder, which its file paths
-    are relative to (then ``data_dir`` plays no part)."""
-    try:
-        name = definition["name"]
-        labels = Labels(level=definition["level"], type=definition["type"],
-                        classes=tuple(definition.get("classes", ())), unknown=definition.get("unknown"))
-        rule = split_rule(definition.get("split", {}), where)
-        forms = tuple(parse_form(f, formats, where, local=base is not None)
-                      for f in definition.get("forms", [top_level_form(definition)]))
-        folder = definition.get("folder", "")
+    """A task from a TOML definition, checked first (:func:`check_definition`). ``base``: a custom
+    task's folder, which its file paths are relative to (then ``data_dir`` plays no part)."""
+    check_definition(definition, formats, where)
+    name = definition["name"]
+    labels = Labels(level=definition["level"], type=definition["type"],
+                    classes=tuple(definition.get("classes", ())), unknown=definition.get("unknown"))
+    rule = SplitRule(**definition.get("split", {}))
+    forms = tuple(parse_form(f, formats, where, local=base is not None)
+                  for f in definition.get("forms", [top_level_form(definition)]))
+    folder = definition.get("folder", "")
 
-        def load(data_dir: Path, splits: Sequence[str] = SPLITS) -> Splits:
-            root = base if base is not None else Path(data_dir) / (folder or name)
-            raw_needed = rule.raw_splits(splits)
-            form = next((f for f in forms if not f.missing(root, raw_needed)), None)
-            if form is None:
-                first = forms[0].missing(root, raw_needed)[0]
-                raise missing(root / first.file, name, first)
-            files = Files(root=root, task=name, sources=form.feeding(raw_needed))
-            raw = formats[form.format](files, form, labels, raw_needed)
-            check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
-            result = rule.apply(raw, f"task {name}")
-            for split in splits:
-                if not result.get(split):
-                    raise BenchError(f"task {name}: no {split} records in "
-                                     f"{', '.join(files.where(s) for s in files.sources)}; "
-                                     "give records of that split or a split rule that carves it")
-            return {split: result[split] for split in splits}
+    def load(data_dir: Path, splits: Sequence[str] = SPLITS) -> Splits:
+        root = base if base is not None else Path(data_dir) / (folder or name)
+        raw_needed = rule.raw_splits(splits)
+        form = next((f for f in forms if not f.missing(root, raw_needed)), None)
+        if form is None:
+            first = forms[0].missing(root, raw_needed)[0]
+            raise missing(root / first.file, name, first)
+        files = Files(root=root, task=name, sources=form.feeding(raw_needed), local=base is not None)
+        raw = formats[form.format](files, form, labels, raw_needed)
+        check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
+        result = rule.apply(raw, f"task {name}")
+        for split in splits:
+            if not result.get(split):
+                raise BenchError(f"task {name}: no {split} records in "
+                                 f"{', '.join(files.where(s) for s in files.sources)}; "
+                                 "give records of that split or a split rule that carves it")
+        return {split: result[split] for split in splits}
 
-        return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
-                    classes=labels.classes, description=definition.get("description", ""),
-                    secondary_metrics=tuple(definition.get("secondary_metrics", ())),
-                    folder=folder, forms=forms, load=load)
-    except KeyError as exc:
-        raise BenchError(f"{where} lacks the key {exc}; add it") from None
-
-
-def split_rule(table: dict, where: str) -> SplitRule:
-    unknown = sorted(set(table) - {"valid_fraction", "test_fraction", "random_state"})
-    if unknown:
-        raise BenchError(f"{where}: [split] keys {unknown} are unknown; use valid_fraction, test_fraction, "
-                         "random_state")
-    rule = SplitRule(**table)
-    if not all(0 <= f < 1 for f in (rule.valid_fraction, rule.test_fraction)):
-        raise BenchError(f"{where}: [split] fractions must lie in [0, 1)")
-    return rule
+    return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
+                classes=labels.classes, description=definition.get("description", ""),
+                secondary_metrics=tuple(definition.get("secondary_metrics", ())),
+                folder=folder, forms=forms, load=load)
 
 
 def top_level_form(definition: dict) -> dict:
@@ -352,16 +445,13 @@ def top_level_form(definition: dict) -> dict:
 
 
 def parse_form(entry: dict, formats: Mapping[str, Parser], where: str, local: bool) -> Form:
-    if entry.get("format") not in formats:
-        raise BenchError(f"{where}: format {entry.get('format')!r} is unknown; known: {', '.join(sorted(formats))}")
-    sources = tuple(Source.parse(s, where, local=local) for s in entry.get("sources", ()))
-    if not sources:
-        raise BenchError(f"{where}: the {entry['format']} form names no sources; add [[sources]] with `file`")
+    """One form of a checked definition (:func:`check_definition`)."""
+    sources = tuple(Source.parse(s, where, local=local) for s in entry.get("sources", [{"file": entry.get("file")}]))
     by_file: dict[str, tuple] = {}
     for source in sources:
         if by_file.setdefault(source.file, source.download_key()) != source.download_key():
             raise BenchError(f"{where}: {source.file} is named twice with different URLs or checksums")
-    options = {k: v for k, v in entry.items() if k not in ("format", "sources")}
+    options = {k: v for k, v in entry.items() if k not in ("format", "sources", "file")}
     return Form(format=entry["format"], sources=sources, options=options)
 
 
@@ -383,13 +473,52 @@ def custom_task_definition(path: Path) -> tuple[Path, dict]:
     return path, definition
 
 
+def custom_task_name(path: Path, definition: dict) -> str:
+    """``<name>@<digest>``: the digest covers the definition's bytes and every data file it names
+    (relative to its folder), so the task's identity changes whenever what it computes from may.
+    Call it on a checked definition (:func:`check_definition`)."""
+    digest = hashlib.sha256(file_digest(path).encode())
+    forms = definition.get("forms", [definition])
+    names = sorted({s["file"] for f in forms for s in f.get("sources", [{"file": f.get("file")}]) if s.get("file")})
+    members = {s["file"]: s.get("members", ()) for f in forms for s in f.get("sources", ())}
+    for name in names:
+        target = path.parent / name
+        for file in [target / m for m in members.get(name, ())] or [target]:
+            digest.update(f"\0{file.relative_to(path.parent)}\0{file_digest(file)}".encode())
+    return f"{definition['name']}@{digest.hexdigest()[:12]}"
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content (``missing`` when absent: loading then says how to supply it);
+    each file version is read once per process."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return _content_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def use_task_file(path: Path) -> str:
     """Make the custom task in ``path`` available by name to this process and the workers it
-    starts (through ``$PLM_BENCH_TASK_FILES``, which the tasks plugin reads); returns the name."""
+    starts (through ``$PLM_BENCH_TASK_FILES``, which the tasks plugin reads); returns the name,
+    ``<name>@<digest>``."""
     path, definition = custom_task_definition(path)
     files = [f for f in os.environ.get(TASK_FILES, "").split(os.pathsep) if f]
     if str(path) not in files:
         os.environ[TASK_FILES] = os.pathsep.join([*files, str(path)])
-        plugins.catalog.cache_clear()
-    plugins.get("task", definition["name"])  # registers it now: a broken file fails here, in one line
-    return definition["name"]
+    plugins.catalog.cache_clear()  # the file may have changed since it was registered
+    for error in plugins.catalog().broken.values():  # registers it now, checked
+        if f"{path}" in error:  # the tasks plugin refused this file: its one-line reason, not "unknown task"
+            raise BenchError(error.partition(": ")[2])
+    name = custom_task_name(path, definition)
+    plugins.get("task", name)
+    return name

@@ -1,0 +1,61 @@
+"""Declarative protocols: a TOML file of rules, each setting defaults for the runs it matches.
+
+A protocol file has a ``name``, a ``description`` and ``[[rules]]``; a rule's ``match`` table
+lists accepted values per key (task, level, family, backbone, method) and its ``settings``
+table holds values of RunConfig fields (plus ``seeds``, how many seeds ``bench run`` runs when
+given none). ``source`` says where a rule's values come from. Every value is checked against
+the field's JSON schema here, so a typo is reported naming the file, not mid-run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+
+from plm_bench.errors import BenchError
+from plm_bench.files import load_toml
+from plm_bench.plugins.specs import ProtocolRule, ProtocolSpec
+
+MATCH_KEYS = ("task", "level", "family", "backbone", "method")
+SEEDS = {"type": "integer", "minimum": 1}
+NOT_SET_BY_PROTOCOLS = ("backbone", "task", "method", "seed", "protocol", "backbone_path", "limit_train",
+                        "limit_eval")
+
+
+def settable() -> dict[str, dict]:
+    """The settings a protocol may hold and the JSON schema of each."""
+    from plm_bench.config import config_fields
+
+    fields = {f.name: f.metadata["schema"] for f in config_fields() if f.name not in NOT_SET_BY_PROTOCOLS}
+    return {**fields, "seeds": SEEDS}
+
+
+def load_protocol(path: Path) -> ProtocolSpec:
+    """Read and check a protocol file; every error names the file and the rule."""
+    definition = load_toml(path)
+    allowed = settable()
+    if not isinstance(definition.get("name"), str) or not definition["name"]:
+        raise BenchError(f"{path}: give the protocol a name = \"...\"")
+    rules = []
+    for number, rule in enumerate(definition.get("rules", []), start=1):
+        where = f"{path}: rule {number}"
+        unknown = sorted(set(rule) - {"match", "settings", "source"})
+        if unknown:
+            raise BenchError(f"{where}: unknown key {unknown[0]!r}; a rule holds match, settings and source")
+        match = rule.get("match", {})
+        for key, values in match.items():
+            if key not in MATCH_KEYS or not isinstance(values, list) or not values:
+                raise BenchError(f"{where}: match.{key} must be one of {', '.join(MATCH_KEYS)} with a non-empty "
+                                 "list of values; fix the file")
+        for key, value in rule.get("settings", {}).items():
+            if key not in allowed:
+                raise BenchError(f"{where}: {key!r} is not a setting a protocol holds (settable: "
+                                 f"{', '.join(sorted(allowed))}); fix the file")
+            try:
+                jsonschema.validate(value, allowed[key])
+            except jsonschema.ValidationError as exc:
+                raise BenchError(f"{where}: {key} = {value!r}: {exc.message}; fix the file") from None
+        rules.append(ProtocolRule({k: tuple(v) for k, v in match.items()}, dict(rule.get("settings", {})),
+                                  rule.get("source", "")))
+    return ProtocolSpec(definition["name"], tuple(rules), definition.get("description", ""), str(path))
