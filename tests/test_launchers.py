@@ -183,6 +183,7 @@ def test_bench_grid_runs_on_ray(data_dir, ray_instance, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 finished, 0 failed" in result.output
     assert len(Store(store).records()) == 1
+    assert result.output.count("valid spearman") == 2  # the Ray worker's validations, in the driver's output
 
 
 @pytest.mark.parametrize(("module", "name", "extra"), [("ray", "ray", "ray"), ("submitit", "slurm", "slurm")])

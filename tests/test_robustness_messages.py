@@ -13,9 +13,9 @@ from robustness import (
     write_task,
 )
 
-from plm_bench.cli.grid import describe
 from plm_bench.errors import BenchError
 from plm_bench.run import protocol
+from plm_bench.run.progress import Lines
 
 TRICKY = "bad [split] and [[sources]] and [/x] and [bold]"
 
@@ -50,6 +50,8 @@ def test_definition_errors_keep_their_brackets(tmp_path):
 
 def test_grid_lines_keep_user_text():
     out = io.StringIO()
-    config = {"backbone": "onehot", "task": "[/x]", "method": "frozen", "head": "mlp-protein", "seed": 1}
-    Console(file=out, width=300).print(describe({"config": config, "status": "failed", "error": TRICKY}))
-    assert out.getvalue() == f"failed onehot [/x] frozen mlp-protein seed 1: {TRICKY}\n"
+    event = {"time": "2026-01-01T00:00:00+00:00", "event": "end", "config_hash": "abc", "backbone": "onehot",
+             "task": "[/x]", "method": "frozen", "head": "mlp-protein", "seed": 1, "metric": "",
+             "status": "failed", "error": TRICKY}
+    Lines(Console(file=out, width=300)).show(event)  # the line bench grid prints off a terminal
+    assert out.getvalue().endswith(f" onehot [/x] frozen mlp-protein seed 1: failed: {TRICKY}\n")

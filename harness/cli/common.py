@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from plm_bench.errors import BenchError
@@ -50,6 +49,11 @@ def store_option(help: str = "Results store (default $PLM_BENCH_STORE or ./bench
 def data_dir_option(help: str = "Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA).") -> click.Option:
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
 
+
+log_json_option = click.option(
+    "--log-json", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also append every run event (start, validations, early stop, end) to FILE as JSON lines; "
+         "each run's events go to <store>.events/ in any case.")
 
 def allow_unverified_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--allow-unverified``: use task files that have no checksum (set for this process and its workers)."""
@@ -120,8 +124,3 @@ def options_callback(ctx: click.Context, param: click.Parameter, pairs: tuple[st
     except BenchError as exc:
         raise click.BadParameter(str(exc)) from None
 
-
-def progress_bar() -> Progress:
-    """The progress display of long commands: a transient bar that leaves the printed lines."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)  # in logs a bar is noise

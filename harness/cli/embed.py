@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from plm_bench.cli.common import config_options, console, device_option, progress_bar
+from plm_bench.cli.common import config_options, console, device_option, err_console
 from plm_bench.errors import BenchError
 
 
@@ -27,6 +27,7 @@ def embed(backbone: str, fasta: Path, output: Path, per_protein: bool, seed: int
     """Embed the sequences of FASTA with BACKBONE, per residue (default) or per protein."""
     from plm_bench.cli.predict import read_examples
     from plm_bench.models.embedding_files import embeddings, file_kind, write
+    from plm_bench.run.progress import Progress, display
     from plm_bench.run.protocol import RunContext
 
     kind = file_kind(output)
@@ -36,7 +37,7 @@ def embed(backbone: str, fasta: Path, output: Path, per_protein: bool, seed: int
         if slashed:
             raise BenchError(f"{fasta}: id {slashed!r} holds '/', which HDF5 reads as a group path; rename it "
                              "or write .npz")
-    context = RunContext(data_dir=Path("."), device=device, progress=progress_bar())
+    context = RunContext(data_dir=Path("."), device=device, progress=Progress(view=display(err_console)))
     arrays = embeddings(backbone, examples, per_protein, context, seed=seed, backbone_path=backbone_path,
                         dtype=dtype, init=init, long_policy=long_policy)
     write(output, kind, arrays)

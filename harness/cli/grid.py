@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 from rich.table import Table
-from rich.text import Text
 
 from plm_bench.cli.common import (
     allow_unverified_option,
@@ -20,8 +19,8 @@ from plm_bench.cli.common import (
     device_option,
     err_console,
     literal,
+    log_json_option,
     parse_options,
-    progress_bar,
     store_option,
 )
 from plm_bench.tasks.sources import default_data_dir
@@ -56,9 +55,11 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
 @click.option("--cpus-per-run", type=click.IntRange(min=1), help="ray, slurm: CPU cores per run.")
 @click.option("--launcher-option", "extra", multiple=True, metavar="KEY=VALUE", callback=launcher_options,
               help="Any other launcher option, e.g. cluster=local or slurm_qos=high (slurm), cpus=8 (ray).")
+@log_json_option
 def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data_dir: Path | None, device: str,
          force: bool, workers: int | None, ray_address: str | None, partition: str | None, time_limit: int | None,
-         account: str | None, gpus_per_run: float | None, cpus_per_run: int | None, extra: dict) -> None:
+         account: str | None, gpus_per_run: float | None, cpus_per_run: int | None, extra: dict,
+         log_json: Path | None) -> None:
     """Run every combination in GRID.toml (see examples/grid.toml), skipping finished runs.
 
     Only this process writes the store; workers send their records back. A run that fails is
@@ -97,21 +98,16 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
 
     from plm_bench.results.store import folder_for, pending_folder
     from plm_bench.run.driver import attempt
+    from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
 
-    progress = progress_bar()  # the bar goes, the line per run stays
+    progress = for_command(store_path, err_console, log_json)  # a line per event; workers' events too
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
                          artifact_dir=folder_for(store_path).resolve(),
                          pending_dir=pending_folder(store_path).resolve())
     with progress:
-        bar = progress.add_task(f"grid on {launcher}", total=len(todo))
-
-        def report(record: dict) -> None:
-            progress.console.print(describe(record), soft_wrap=True)
-            progress.advance(bar)
-
-        records = drive(todo, spec, partial(attempt, context=context), results, options, report)
+        records = drive(todo, spec, partial(attempt, context=context), results, options, progress)
     failed = sum(r["status"] == "failed" for r in records)
     console.print(literal(f"{len(records) - failed} finished, {failed} failed, {len(done)} already finished "
                           f"(store: {store_path}; `bench leaderboard` summarizes)"), soft_wrap=True)
@@ -119,19 +115,6 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
         err_console.print(literal((f"{failed} run(s) failed", "bold red"),
                                   "; rerun the same command to retry only them"))
         sys.exit(1)
-
-
-def describe(record: dict) -> Text:
-    """One line per finished or failed run, printed as records arrive."""
-    c = record["config"]
-    run = f"{c['backbone']} {c['task']} {c['method']} {c['head']} seed {c['seed']}"
-    if record["status"] == "failed":
-        error = (record.get("error") or "no error recorded").splitlines()[0]
-        return literal(("failed", "red"), f" {run}: {error}")
-    metric = record["primary_metric"]
-    warnings = "".join(f"; warning: {w}" for w in record.get("warnings", []))
-    return literal(("done", "green"),
-                   f" {run}: test {metric} {record['metrics']['test'][metric]:.4f} (run {record['run_id']}){warnings}")
 
 
 def plan_table(configs: tuple, done: set[str]) -> Table:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import config_options, console, device_option, progress_bar
+from plm_bench.cli.common import config_options, console, device_option, err_console
 
 STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 
@@ -44,14 +44,15 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     from plm_bench.errors import BenchError
     from plm_bench.measure.profiler import GIB, Profiler, plot_envelope, profile_config
     from plm_bench.run import protocol
+    from plm_bench.run.progress import display
     from plm_bench.run.protocol import RunContext
 
     torch_device = RunContext(data_dir=Path("."), device=device).torch_device
     if plot and no_envelope:
         raise BenchError("--plot draws the memory envelope: drop --no-envelope")
-    progress = progress_bar()
+    progress = display(err_console)  # a bar in a terminal, a line per step in a log
     with progress:
-        job = progress.add_task(f"loading {backbone}", total=None)
+        job = progress.add_task(f"loading {backbone}", total=None, announce=True)
         profiler = Profiler(profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init),
                             torch_device, peak_flops=peak_tflops * 1e12 if peak_tflops else None)
         modes = ("train", "inference") if profiler.trains else ("inference",)

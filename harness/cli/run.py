@@ -16,7 +16,7 @@ from plm_bench.cli.common import (
     device_option,
     err_console,
     literal,
-    progress_bar,
+    log_json_option,
     store_option,
 )
 from plm_bench.errors import BenchError
@@ -34,8 +34,9 @@ from plm_bench.tasks.sources import default_data_dir
 @store_option()
 @data_dir_option()
 @click.option("--force", is_flag=True, help="Rerun configs that already finished.")
+@log_json_option
 def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: Path | None,
-        data_dir: Path | None, force: bool, **settings) -> None:
+        data_dir: Path | None, force: bool, log_json: Path | None, **settings) -> None:
     """Train and evaluate one backbone on one task, once per seed."""
     from functools import partial
 
@@ -44,6 +45,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     from plm_bench.results import records
     from plm_bench.results.store import Store, folder_for
     from plm_bench.run.driver import attempt, drive, split_done
+    from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
 
     if seed_list and seed_count:
@@ -61,12 +63,12 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         console.print(literal(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
                               f"(run {results.finished(config.hash)['run_id']}); use --force to rerun"),
                       soft_wrap=True)
-    progress = progress_bar()
+    progress = for_command(results.path, err_console, log_json, show_failed=False)  # reported below
     context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
                          artifact_dir=folder_for(results.path))
     with progress:
         ran = drive(todo, plugins.get("launcher", "local"), partial(attempt, context=context), results,
-                    {"workers": 1})
+                    {"workers": 1}, progress)
     failures = [r for r in ran if r["status"] == "failed"]
     fixable = [r for r in failures if records.user_error(r)]
     if fixable:  # something the user must fix first (missing data or weights, a bad setting): one line, exit 2

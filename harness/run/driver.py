@@ -19,6 +19,7 @@ from plm_bench.errors import BenchError
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.results import records
 from plm_bench.results.store import Store, journal
+from plm_bench.run.progress import Progress
 
 if TYPE_CHECKING:
     from plm_bench.run.protocol import RunContext
@@ -33,6 +34,7 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
     from plm_bench.run.protocol import environment, execute
 
     try:
+        context.progress.start(config)
         record = execute(config, context)
     except Exception as exc:  # recorded, not swallowed: the record carries the error
         error = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
@@ -62,32 +64,33 @@ def check_options(launcher: LauncherSpec, options: dict) -> None:
 
 
 def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callable[[RunConfig], dict],
-          store: Store, options: dict | None = None,
-          on_record: Callable[[dict], None] | None = None) -> list[dict]:
+          store: Store, options: dict | None = None, progress: Progress | None = None) -> list[dict]:
     """Launch ``configs`` and store each record as it arrives; return the stored records.
 
     A record the store refuses (say, a NaN metric) is stored as a failed run instead, so one
-    bad run never stops a grid and a rerun retries it.
+    bad run never stops a grid and a rerun retries it. ``progress`` shows the runs' events as
+    they happen (workers' too) and each stored record as the run's end.
     """
     options = options or {}
+    progress = progress or Progress()
     check_options(launcher, options)
     expected = {c.hash: c for c in configs}
     stored: list[dict] = []
     stream = launcher.launch(list(configs), execute, **options)
     try:
-        for record in stream:
-            config = expected.pop(record.get("config_hash"), None)
-            if config is None:
-                raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "
-                                 f"({record.get('config_hash')}); fix the launcher plugin")
-            try:
-                run_id = store.add(record)
-            except BenchError as exc:
-                record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
-                run_id = store.add(record)
-            stored.append({**record, "run_id": run_id})
-            if on_record:
-                on_record(stored[-1])
+        with progress.following(configs):
+            for record in stream:
+                config = expected.pop(record.get("config_hash"), None)
+                if config is None:
+                    raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "
+                                     f"({record.get('config_hash')}); fix the launcher plugin")
+                try:
+                    run_id = store.add(record)
+                except BenchError as exc:
+                    record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
+                    run_id = store.add(record)
+                stored.append({**record, "run_id": run_id})
+                progress.end(stored[-1])
     finally:
         close = getattr(stream, "close", None)
         if close:

@@ -12,13 +12,12 @@ import math
 import platform
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from plm_bench import plugins
 from plm_bench.config import RunConfig
@@ -30,6 +29,7 @@ from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, records
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.run.batching import length_buckets
+from plm_bench.run.progress import Progress
 from plm_bench.run.training import Model, predict, restore, split_loss, train
 from plm_bench.tasks.metrics import constant_labels, evaluate, score
 from plm_bench.tasks.sources import unverified_reads
@@ -42,21 +42,9 @@ class RunContext:
 
     data_dir: Path
     device: str = "auto"
-    progress: Progress | None = None  # None: silent (e.g. in remote workers)
+    progress: Progress = field(default_factory=Progress)  # silent by default; workers get its event log only
     artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
     pending_dir: Path | None = None  # where a finished run journals its record until the store holds it
-
-    def __post_init__(self) -> None:
-        if self.progress is None:
-            self.progress = Progress(disable=True)
-
-    def __getstate__(self) -> dict:
-        """Launchers ship contexts to workers; a live progress display stays behind."""
-        return {**self.__dict__, "progress": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.__post_init__()
 
     @property
     def torch_device(self) -> torch.device:
@@ -100,6 +88,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
 
     outcome = train(model, task, splits, features, config, context, validate=validate)
+    context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
     chosen = outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
     candidates = {"early-stop": outcome.early_stop}
@@ -280,6 +269,7 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
     backbone.eval()
     backbone.check_lengths([e.sequence for e in examples], [e.id for e in examples])
     out: list[torch.Tensor | None] = [None] * len(examples)
+    context.progress.embedding(len(examples))
     job = context.progress.add_task("embedding", total=len(examples))
     for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
         residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx])

@@ -246,7 +246,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     samples=0, residues=0)
     since_improvement, early_best = 0, None
     loss = float("nan")
-    epochs_bar = context.progress.add_task("epochs", total=config.epochs)
+    context.progress.training(len(splits["train"]))
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = batches(units.count, config.batch_size, generator)
@@ -270,6 +270,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
             if better(config, valid, valid_loss, state.best):
                 state.best = Checkpoint(state.epochs_run, len(state.history), valid, valid_loss,
                                         state.train_seconds, snapshot(model))
+            context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss, valid_loss)
             if state.stopped_at_epoch is None:
                 if better(config, valid, valid_loss, early_best, config.min_delta):
                     early_best, since_improvement = Checkpoint(state.epochs_run, 0, valid, valid_loss, 0.0, {}), 0
@@ -277,13 +278,13 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     since_improvement += 1
                 if config.patience is not None and since_improvement >= config.patience:
                     state.stopped_at_epoch, state.early_stop = state.epochs_run, state.best
+                    context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
+                                               stops=config.checkpoint == "early-stop")
                     if config.checkpoint == "early-stop":
                         break
         context.progress.remove_task(steps_bar)
-        context.progress.advance(epochs_bar)
         if state.stopped_at_epoch is not None and config.checkpoint == "early-stop":
             break
-    context.progress.remove_task(epochs_bar)
     state.early_stop = state.early_stop or state.best
     return state
 
