@@ -234,7 +234,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
           context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
     """Train under the run protocol; ``validate()`` returns (primary metric, loss) on valid."""
     if hasattr(model.head, "fit") and model.backbone is None:
-        return fit_closed_form(model, task, splits["train"], features["train"], config, validate)
+        return fit_closed_form(model, task, splits["train"], features["train"], config, context, validate)
     device = context.torch_device
     units = Units(task, splits["train"], features and features["train"], config.batch_unit == "residues")
     steps_per_epoch = -(-units.count // config.batch_size)
@@ -290,11 +290,12 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
 
 
 def fit_closed_form(model: Model, task: Task, train_set: list[Example], features: Sequence[torch.Tensor],
-                    config: RunConfig, validate: Callable[[], tuple[float, float]]) -> Outcome:
+                    config: RunConfig, context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
     """A head fitted in closed form (a linear probe) instead of by gradient steps: fitted once per
     regularization strength it offers, the strength best on valid (by ``select_by``) kept; each fit is one
     entry of the history (one pass over the training data: ``epoch`` 1, with its ``strength``)."""
     started = time.perf_counter()
+    context.progress.training(len(train_set))
     rows, targets = [], []
     for idx in batches(len(train_set), config.batch_size):
         residues = pad_features([features[i] for i in idx])
@@ -316,6 +317,7 @@ def fit_closed_form(model: Model, task: Task, train_set: list[Example], features
                               "valid": valid, "valid_loss": valid_loss})
         if better(config, valid, valid_loss, state.best):
             state.best = Checkpoint(1.0, number, valid, valid_loss, time.perf_counter() - started, snapshot(model))
+        context.progress.validation(1.0, number, valid, state.best.valid, train_loss, valid_loss)
     state.train_seconds = time.perf_counter() - started
     state.early_stop = state.best
     return state
