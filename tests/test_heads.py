@@ -8,7 +8,7 @@ import torch
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, config, context, loss, register_tasks, untrained_predictions
 
 from plm_bench import plugins
-from plm_bench.cli.predict import predict_examples
+from plm_bench.run.predict import predict_examples
 from plm_bench.run.protocol import execute
 
 HIDDEN = 6

@@ -8,10 +8,10 @@ import torch
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, TASKS, config, context, loss, register_tasks, untrained_predictions
 
 from plm_bench import plugins
-from plm_bench.cli.predict import predict_examples
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.run import protocol
+from plm_bench.run.predict import predict_examples
 from plm_bench.run.protocol import execute
 
 

@@ -13,10 +13,10 @@ from peft import LoraConfig, inject_adapter_in_model
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, config, context, register_tasks
 
 from plm_bench import plugins
-from plm_bench.cli.predict import predict_examples
 from plm_bench.config import RunConfig
 from plm_bench.models.backbone import TransformerBackbone
 from plm_bench.run import training
+from plm_bench.run.predict import predict_examples
 from plm_bench.run.protocol import build, execute
 from plm_bench.tasks.metrics import score
 from plm_bench_plugins.mlp import KERAS_EPSILON

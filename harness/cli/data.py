@@ -40,7 +40,7 @@ def data() -> None:
 @data.command()
 @allow_unverified_option
 @click.argument("tasks", nargs=-1)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
+@data_dir_option(DATA_DIR_HELP)
 @click.option("--mirror", envvar="PLM_BENCH_MIRROR", metavar="DIR|URL",
               help="Fetch from this mirror (layout <task folder>/<file>) before the upstream URLs "
                    "(default $PLM_BENCH_MIRROR).")
@@ -74,7 +74,7 @@ def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, for
 
 @data.command("list")
 @click.argument("tasks", nargs=-1)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=DATA_DIR_HELP)
+@data_dir_option(DATA_DIR_HELP)
 def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
     """Per task: each source file present / missing / corrupt / unverified, and the records
     of each split that the present files give."""

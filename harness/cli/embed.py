@@ -25,10 +25,10 @@ from plm_bench.errors import BenchError
 def embed(backbone: str, fasta: Path, output: Path, per_protein: bool, seed: int, backbone_path: str | None,
           dtype: str, init: str, long_policy: str, device: str) -> None:
     """Embed the sequences of FASTA with BACKBONE, per residue (default) or per protein."""
-    from plm_bench.cli.predict import read_examples
     from plm_bench.models.embedding_files import embeddings, file_kind, write
     from plm_bench.run.progress import Progress, display
     from plm_bench.run.protocol import RunContext
+    from plm_bench.tasks.fasta import read_examples
 
     kind = file_kind(output)
     examples = read_examples(fasta)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from plm_bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from plm_bench.tasks.task import Example
 
 FastaRecord = tuple[str, str, list[str], int]  # id, header after the id, content lines, header line number
 
@@ -24,3 +30,24 @@ def read_fasta(text: str, where: str) -> list[FastaRecord]:
     if not records:
         raise BenchError(f"{where}: no FASTA records")
     return records
+
+
+def read_examples(fasta: Path) -> list[Example]:
+    """The FASTA's records as unlabelled examples, checked like task data."""
+    from plm_bench.alphabet import check_sequence
+    from plm_bench.tasks.sources import readable_text
+    from plm_bench.tasks.task import Example
+
+    try:
+        text = readable_text(fasta.read_bytes(), str(fasta))  # as task files are read: a BOM is fine
+    except OSError as exc:
+        raise BenchError(f"{fasta}: cannot read it ({exc})") from None
+    examples, seen = [], set()
+    for name, _header, lines, line in read_fasta(text, str(fasta)):
+        if name in seen:
+            raise BenchError(f"{fasta} line {line}: id {name} appears twice; ids name the output rows, "
+                             "make them unique")
+        seen.add(name)
+        sequence = check_sequence("".join(lines).upper(), f"{fasta} record {name} (line {line})")
+        examples.append(Example(id=name, sequence=sequence, label=None))
+    return examples
