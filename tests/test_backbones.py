@@ -13,7 +13,7 @@ from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
 from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import AMINO_ACIDS, chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.backbone import AMINO_ACIDS, PACKED_ATTENTION, chunk_spans, load_backbone, resolve_dtype
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.tasks.task import Example
@@ -73,8 +73,11 @@ def test_ids_follow_the_familys_documented_usage_and_outputs_drop_special_tokens
 
 
 def test_attention_runs_through_pytorch_sdpa(family):
-    _, _, backbone = family
-    assert backbone.model.config._attn_implementation == "sdpa"
+    """ESM2 packs (per-sequence SDPA, transformers' SDPA for padded calls); the others pad."""
+    fixture, _, backbone = family
+    packed = fixture == "tiny_esm"
+    assert backbone.packs == packed
+    assert backbone.model.config._attn_implementation == (PACKED_ATTENTION if packed else "sdpa")
 
 
 def test_batched_equals_one_at_a_time(family):
