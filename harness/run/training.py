@@ -20,6 +20,7 @@ from torch import nn
 
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
+from plm_bench.run.batching import length_buckets
 from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
@@ -72,10 +73,15 @@ def loss_fn(task: Task, output: torch.Tensor, labels: torch.Tensor, known: torch
     return nn.functional.mse_loss(output.squeeze(-1).float(), labels)
 
 
-def batches(n: int, size: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    """Index batches; shuffled when a generator is given (training), in order otherwise."""
-    order = torch.randperm(n, generator=generator).tolist() if generator else list(range(n))
-    return [order[i:i + size] for i in range(0, n, size)]
+def batches(examples: Sequence[Example], size: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    """Index batches of ``size`` examples of similar length (:func:`length_buckets`); seeded and
+    different every epoch when a generator is given (training), short to long otherwise.
+
+    No residue budget: a training batch holds the configured number of examples, as the study's
+    (memory is the OOM backoff's business, which keeps the effective batch).
+    """
+    return length_buckets([len(e.sequence) for e in examples], max_residues=None, max_items=size,
+                          generator=generator)
 
 
 @dataclass
@@ -131,7 +137,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
     epochs_bar = context.progress.add_task("epochs", total=config.epochs)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = batches(len(train_set), config.batch_size, generator)
+        order = batches(train_set, config.batch_size, generator)
         checks = {max(0, round(len(order) * j / config.val_per_epoch) - 1) for j in range(1, config.val_per_epoch + 1)}
         steps_bar = context.progress.add_task(f"epoch {epoch}", total=len(order))
         for b, idx in enumerate(order):
@@ -210,12 +216,12 @@ def step(model: Model, task: Task, batch: list[Example], features: list | None,
 def predict(model: Model, examples: list[Example], features: list | None, batch_size: int) -> list[np.ndarray]:
     """Per-example predictions: a value or class scores, or per-residue arrays of those."""
     model.eval()
-    out: list[np.ndarray] = []
-    for idx in batches(len(examples), batch_size):
+    out: list[np.ndarray | None] = [None] * len(examples)
+    for idx in batches(examples, batch_size):
         batch = [examples[i] for i in idx]
         output, _ = model(batch, features and [features[i] for i in idx])
         output = output.float().cpu().numpy()
-        for row, e in enumerate(batch):
+        for row, (i, e) in enumerate(zip(idx, batch, strict=True)):
             value = output[row] if output.ndim == 2 else output[row, : len(e.sequence)]
-            out.append(value.squeeze(-1) if value.shape[-1] == 1 else value)
-    return out
+            out[i] = value.squeeze(-1) if value.shape[-1] == 1 else value
+    return out  # type: ignore[return-value]
