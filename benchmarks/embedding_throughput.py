@@ -25,6 +25,7 @@ from notebook_baseline import (
     DATA_DIR,
     DEVICE,
     INIT,
+    as_shipped,
     describe_backbone,
     length_diverse_set,
     load,
@@ -68,6 +69,7 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
     residues = sum(map(len, sequences))
     notebook = load(backbone, backbone_path=backbone_path, init=init, device=device)
     ours = copy.deepcopy(notebook).to(resolve_dtype(dtype, ("fp32", "bf16", "fp16"), device, backbone))
+    notebook = as_shipped(notebook)
     context = RunContext(data_dir=data_dir, device=device)
 
     warm = examples[:: max(1, len(examples) // 4)]  # thread pools and kernels, before any timing

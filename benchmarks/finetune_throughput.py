@@ -36,6 +36,7 @@ from notebook_baseline import (
     DEVICE,
     INIT,
     NotebookSplit,
+    as_shipped,
     describe_backbone,
     median,
     print_report,
@@ -105,6 +106,7 @@ def measure(task: Task, examples: list[Example], split_longest: int, base_batche
             our_batches: list[list[int]], repeats: int, config: RunConfig, dtype: str, device: torch.device) -> dict:
     """Median seconds per epoch of both paths, and the outputs-equal error, for one method."""
     _, notebook = build(config, task, device)  # fp32, as the notebooks train on CPU
+    as_shipped(notebook.backbone)
     _, ours = build(RunConfig(**{**config.__dict__, "dtype": dtype}), task, device)  # same seed, same weights
     split = NotebookSplit(notebook.backbone, examples, split_longest)
     # checked on the batch whose own longest is shortest: there the two paths differ most in padding

@@ -120,3 +120,10 @@ def test_cpu_peak_measures_both_precisions_and_mfu_divides_by_it(monkeypatch):
     assert rate > 1e8 and size in cpu_peak.SIZES  # a real rate: even a loaded 2-core VM does > 0.1 GFLOP/s
     monkeypatch.setattr(cpu_peak, "gemm_peak", lambda device, dtype: (100e9, 1024))
     assert cpu_peak.mfu(30e9, 0.5, "cpu", torch.float32) == "60.0%"  # 60 GFLOP/s of a 100 GFLOP/s peak
+
+
+def test_the_notebook_side_runs_transformers_attention_as_shipped(tiny_esm):
+    loaded = notebook_baseline.load("esm2-8m", backbone_path=str(tiny_esm), init="pretrained", device="cpu")
+    assert loaded.packs  # the harness packs ESM2 ...
+    shipped = notebook_baseline.as_shipped(loaded)
+    assert not shipped.packs and shipped.model.config._attn_implementation == "sdpa"  # ... the notebooks did not
