@@ -47,8 +47,9 @@ from notebook_baseline import (
 )
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.measure.profiler import model_flops
-from plm_bench.run.protocol import RunConfig, build
+from plm_bench.run.protocol import build
 from plm_bench.run.training import Model, Outcome, batches, labels_for, loss_fn, step
 from plm_bench.tasks.sources import default_data_dir
 from plm_bench.tasks.task import Example, Task

@@ -42,9 +42,10 @@ from notebook_baseline import (
 )
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.models.embeddings import CACHE_ENV
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.run.protocol import RunConfig, RunContext, build, execute, limit, seed_everything
+from plm_bench.run.protocol import RunContext, build, execute, limit, seed_everything
 from plm_bench.run.training import predict, restore, train
 from plm_bench.tasks.metrics import evaluate, score
 from plm_bench.tasks.sources import default_data_dir

@@ -1,4 +1,4 @@
-"""Built-in prediction heads (``auto`` picks ``mlp-<level>`` by the task's level)."""
+"""Built-in prediction heads; the MLPs are the ``--head auto`` choice for their level."""
 
 from __future__ import annotations
 
@@ -24,13 +24,29 @@ def build_cnn(hidden_size: int, out_dim: int, level: str):
     return ResidueCNN(hidden_size, out_dim)
 
 
+def build_probe(pooling: str):
+    def build(hidden_size: int, out_dim: int, level: str):
+        from plm_bench_plugins.probes import LinearProbe
+
+        return LinearProbe(hidden_size, out_dim, pooling)
+
+    return build
+
+
 @hookimpl
 def register_heads(register) -> None:
     register(HeadSpec("mlp-protein", ("protein",), build_mlp,
-                      "Masked mean pooling, then a 32-unit MLP (the study's head)."))
+                      "Masked mean pooling, then a 32-unit MLP.", default_for=("protein",)))
     register(HeadSpec("mlp-residue", ("residue",), build_mlp,
-                      "The same 32-unit MLP applied to every residue."))
+                      "The same 32-unit MLP applied to every residue.", default_for=("residue",)))
     register(HeadSpec("light-attention", ("protein",), build_light_attention,
                       "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,
                       "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
+    probe = "ridge (regression) or logistic regression (classification), regularization chosen on valid"
+    register(HeadSpec("probe-mean", ("protein",), build_probe("mean"),
+                      f"Linear probe on mean-pooled residues: {probe}."))
+    register(HeadSpec("probe-flat", ("protein",), build_probe("flat"),
+                      f"Linear probe on every residue's features in order (equal-length tasks; with onehot: "
+                      f"position-aware one-hot, FLIP's baseline): {probe}."))
+    register(HeadSpec("probe-residue", ("residue",), build_probe("residue"), f"Linear probe per residue: {probe}."))

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from plm_bench import hookimpl
 from plm_bench.plugins.specs import LauncherSpec
-from plm_bench.results.store import failed_record
+from plm_bench.results import records
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+    from plm_bench.config import RunConfig
 
 
 def visible_gpus() -> list[str]:
@@ -78,7 +78,7 @@ def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, s
             if code != 0:
                 stderr.seek(0)
                 lines = [line for line in stderr.read().splitlines() if line.strip()] or ["no output"]
-                return failed_record(config, f"worker process exited with status {code}: {lines[-1]}", {})
+                return records.failed(config, f"worker process exited with status {code}: {lines[-1]}", {})
         return pickle.loads(job.with_suffix(".out").read_bytes())
     finally:
         slots.put(gpu)
@@ -93,10 +93,13 @@ def worker_main(job: Path) -> None:
 @hookimpl
 def register_launchers(register) -> None:
     register(LauncherSpec("local", launch_locally,
-                          "This machine: sequentially, or one run per GPU at once (--workers)."))
+                          "This machine: sequentially, or one run per GPU at once (--workers).",
+                          cpu_options={"workers": 1}))
     register(LauncherSpec("ray", launch_on_ray,
-                          "Each run a Ray task: an existing cluster (--ray-address) or a local Ray instance."))
-    register(LauncherSpec("slurm", launch_on_slurm, "A SLURM job array through submitit."))
+                          "Each run a Ray task: an existing cluster (--ray-address) or a local Ray instance.",
+                          cpu_options={"gpus_per_run": 0}))
+    register(LauncherSpec("slurm", launch_on_slurm, "A SLURM job array through submitit.",
+                          cpu_options={"gpus_per_run": 0}))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def peft_method(name: str):
 
 @hookimpl
 def register_methods(register) -> None:
-    register(MethodSpec("frozen", default_lr=1e-3,
+    register(MethodSpec("frozen", default_lr=1e-3, default=True,
                         description="Embeddings computed once and cached on disk; only the head trains."))
     register(MethodSpec("full", default_lr=2e-5, prepare=train_everything,
                         description="Every backbone weight trains with the head."))

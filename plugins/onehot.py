@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from plm_bench.models.backbone import AMINO_ACIDS, Backbone, Residues, residue_mask, resolve_dtype
+from plm_bench.alphabet import AMINO_ACIDS
+from plm_bench.models.backbone import Backbone, Residues, residue_mask, resolve_dtype
 from plm_bench.plugins.specs import BackboneSpec
 
 

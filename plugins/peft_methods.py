@@ -18,7 +18,6 @@ from peft.utils.constants import (
 )
 from torch import nn
 
-from plm_bench import plugins
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Backbone
 
@@ -68,7 +67,7 @@ def prepare_lora(backbone: Backbone, options: dict[str, Any], dora: bool = False
         raise BenchError(f"method {method} option bias={options['bias']!r}: use one of {', '.join(LORA_BIASES)}")
     targets = options["targets"] or list(backbone.adapter_targets)
     if options["ffn"]:  # the registry's facts about the backbone name its feed-forward layers
-        ffn_targets = list(plugins.get("backbone", backbone.name).ffn_targets)
+        ffn_targets = list(backbone.ffn_targets)
         if not ffn_targets:
             raise BenchError(f"method {method} option ffn=true: backbone {backbone.name} declares no "
                              "ffn_targets; name the layers with --method-option targets=...")

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from plm_bench.errors import BenchError
-from plm_bench.results.store import failed_record
-from plm_bench.run.grid import optional_module
+from plm_bench.plugins import optional_module
+from plm_bench.results import records
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+    from plm_bench.config import RunConfig
 
 
 def run_one(execute: Callable[[RunConfig], dict], config: RunConfig) -> dict:
@@ -56,7 +56,7 @@ def launch_on_ray(configs: Sequence[RunConfig], execute: Callable[[RunConfig], d
                 record = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps the worker's exception
-                record = failed_record(config, f"{type(cause).__name__} on a Ray worker: {cause}", {})
+                record = records.failed(config, f"{type(cause).__name__} on a Ray worker: {cause}", {})
             yield record
     finally:
         for ref in pending:

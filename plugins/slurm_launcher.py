@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plm_bench.errors import BenchError
-from plm_bench.results.store import failed_record
-from plm_bench.run.grid import optional_module
+from plm_bench.plugins import optional_module
+from plm_bench.results import records
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+    from plm_bench.config import RunConfig
 
 
 def launch_on_slurm(configs: Sequence[RunConfig], execute: Callable[[RunConfig], dict],
@@ -54,7 +54,7 @@ def launch_on_slurm(configs: Sequence[RunConfig], execute: Callable[[RunConfig],
             try:
                 record = job.result()
             except submitit.core.utils.UncompletedJobError as exc:  # timeout, preemption, killed node
-                record = failed_record(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}", {})
+                record = records.failed(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}", {})
             yield record
     finally:
         for job in jobs:

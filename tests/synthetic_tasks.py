@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.models.backbone import residue_mask
-from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+from plm_bench.run.protocol import RunContext, build, frozen_features
 from plm_bench.run.training import labels_for, loss_fn, predict
 from plm_bench.tasks.task import Example, Task
 
@@ -59,9 +60,26 @@ RESIDUE_CLASSES = Task("toy-residue", "residue", "classification", "accuracy", l
 TASKS = {"protein": CHARGE, "residue": RESIDUE_CLASSES}
 
 
+def load_fixed(data_dir: Path, **_: object) -> dict[str, list[Example]]:
+    """Equal-length variants of one sequence, labelled by which residues sit at two positions."""
+    rng = random.Random(9)
+    wild = "".join(rng.choice(AMINO_ACIDS) for _ in range(12))
+
+    def variant(i: int, split: str) -> Example:
+        a, b = rng.choice(AMINO_ACIDS), rng.choice(AMINO_ACIDS)
+        sequence = wild[:3] + a + wild[4:8] + b + wild[9:]
+        return Example(f"{split}-{i}", sequence, float(a in "KR") + 0.5 * float(b in "DE") + 0.1 * rng.random())
+
+    return {split: [variant(i, split) for i in range(n)] for split, n in SIZES.items()}
+
+
+FIXED = Task("toy-fixed", "protein", "regression", "spearman", load_fixed,
+             description="equal-length variants scored by two positions")
+
+
 def register_tasks(monkeypatch) -> None:
     """Make the synthetic tasks known to ``plugins.get`` for one test."""
-    for task in TASKS.values():
+    for task in (*TASKS.values(), FIXED):
         monkeypatch.setitem(plugins.catalog().items["task"], task.name, task)
 
 

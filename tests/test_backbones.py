@@ -3,6 +3,7 @@ long sequences, precision, NaN stops and random init."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 
 from plm_bench import plugins
+from plm_bench.alphabet import AMINO_ACIDS
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import AMINO_ACIDS, PACKED_ATTENTION, chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.backbone import PACKED_ATTENTION, chunk_spans, load_backbone, resolve_dtype
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.run.training import batches
@@ -231,11 +233,17 @@ def test_random_init_embeds_and_depends_on_the_seed(family):
     assert not torch.allclose(first, embed(2))
 
 
-def test_plugins_with_the_original_load_signature_still_load():
-    spec = plugins.get("backbone", "physchem")  # the example third-party plugin: load(source, device)
+def test_a_third_party_loader_gets_the_one_signature():
+    spec = plugins.get("backbone", "physchem")  # the example third-party plugin
     assert load_backbone(spec, None, "cpu").embed(["MKV"]).hidden.shape[:2] == (1, 3)
-    with pytest.raises(BenchError, match="does not offer --init random"):
+    with pytest.raises(BenchError, match="has no --init random"):
         load_backbone(spec, None, "cpu", init="random")
+
+
+def test_a_loader_of_another_signature_is_one_line():
+    old = dataclasses.replace(plugins.get("backbone", "physchem"), load=lambda source, device: None)
+    with pytest.raises(BenchError, match=r"load\(\) does not take \(source, device, \*, dtype, init\)"):
+        load_backbone(old, None, "cpu")
 
 
 def test_embedding_a_split_fails_on_a_long_record_before_any_work(tiny_esm, monkeypatch):

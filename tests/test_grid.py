@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from plm_bench import plugins
 from plm_bench.cli import main
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.models.embeddings import CACHE_ENV
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.run.grid import load_grid
-from plm_bench.run.protocol import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = "[settings]\nepochs = 2\nlimit_train = 48\nlimit_eval = 24\n"
@@ -206,9 +206,46 @@ def test_flags_reach_the_launcher_as_options(tmp_path, store_path, monkeypatch, 
         return iter(())
 
     real = plugins.get
-    monkeypatch.setattr(plugins, "get", lambda kind, name: LauncherSpec(name, spy) if kind == "launcher"
+    # the spy keeps the real launcher's declared CPU options (what --device cpu applies)
+    monkeypatch.setattr(plugins, "get", lambda kind, name: LauncherSpec(name, spy, cpu_options=real(kind, name)
+                                                                        .cpu_options) if kind == "launcher"
                         else real(kind, name))
     grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n')
     CliRunner().invoke(main, ["grid", str(grid), "--store", str(store_path), *flags])
     assert seen == expected
     assert type(seen.get("gpus_per_run", 0)) is type(expected.get("gpus_per_run", 0))  # SLURM counts whole GPUs
+
+
+def test_parts_of_a_grid_differ_in_their_axes_and_fall_back_to_the_top(tmp_path):
+    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\nepochs = 2\n'
+                           '[[part]]\nmethods = ["frozen"]\nseeds = [1, 2, 3]\n'
+                           '[[part]]\nmethods = ["full"]\nseeds = [1]\n[part.settings]\nepochs = 3\n'
+                           '[[part]]\nmethods = ["frozen"]\nseeds = [3]\n')  # overlaps the first: one run
+    plan = load_grid(grid)
+    assert [(c.method, c.seed, c.epochs) for c in plan.configs] == [
+        ("frozen", 1, 2), ("frozen", 2, 2), ("frozen", 3, 2), ("full", 1, 3)]
+
+
+def test_a_part_missing_a_required_axis_is_named(tmp_path):
+    grid = write(tmp_path, '[[part]]\nbackbones = ["onehot"]\ntasks = ["gb1"]\n[[part]]\nbackbones = ["onehot"]\n')
+    with pytest.raises(BenchError, match="tasks"):
+        load_grid(grid)
+
+
+def test_sweeps_turn_settings_and_method_options_into_axes(tmp_path):
+    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\nmethods = ["frozen", "lora"]\n'
+                           '[sweep]\nlr = [1e-3, 1e-4]\n[sweep.method_options.lora]\nrank = [4, 8]\n'
+                           'targets = [["query", "key"], ["key", "value"]]\n')
+    plan = load_grid(grid)
+    frozen = [c for c in plan.configs if c.method == "frozen"]
+    lora = [c for c in plan.configs if c.method == "lora"]
+    assert sorted(c.lr for c in frozen) == [1e-4, 1e-3]
+    assert len(lora) == 2 * 2 * 2
+    assert {(c.lr, c.method_options["rank"], tuple(c.method_options["targets"])) for c in lora} == {
+        (lr, r, t) for lr in (1e-3, 1e-4) for r in (4, 8) for t in (("query", "key"), ("key", "value"))}
+
+
+def test_a_sweep_of_a_method_not_in_the_grid_is_named(tmp_path):
+    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[sweep.method_options.lora]\nrank = [4, 8]\n')
+    with pytest.raises(BenchError, match=r"\[sweep.method_options.lora\]: lora is not in methods"):
+        load_grid(grid)

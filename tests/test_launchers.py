@@ -17,11 +17,12 @@ from click.testing import CliRunner
 
 from plm_bench import plugins
 from plm_bench.cli import main
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.models.embeddings import CACHE_ENV
 from plm_bench.results.store import Store
-from plm_bench.run.grid import drive, split_done
-from plm_bench.run.protocol import RunConfig, RunContext, attempt
+from plm_bench.run.driver import attempt, drive, split_done
+from plm_bench.run.protocol import RunContext
 from plm_bench_plugins import launchers
 
 TESTS = Path(__file__).resolve().parent

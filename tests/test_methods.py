@@ -9,9 +9,10 @@ from synthetic_tasks import CHARGE, RESIDUE_CLASSES, TASKS, config, context, los
 
 from plm_bench import plugins
 from plm_bench.cli.predict import predict_examples
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.run import protocol
-from plm_bench.run.protocol import RunConfig, execute
+from plm_bench.run.protocol import execute
 
 
 @pytest.fixture(autouse=True)

@@ -74,3 +74,40 @@ def test_help_does_not_import_torch():
            "try: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_misspelled_hook_marks_the_plugin_broken(tmp_path):
+    fake_distribution(tmp_path, "typo-plugin", "typo_plugin", """
+        from plm_bench import hookimpl
+
+        @hookimpl
+        def register_backbone(register):  # the hook is register_backbones
+            pass
+    """)
+    result = bench("list", path=tmp_path, COLUMNS="300")
+    assert result.returncode == 0, result.stderr
+    assert "typo-plugin:typo_plugin" in result.stderr and "register_backbone" in result.stderr
+
+
+def test_a_hook_raising_a_bench_error_is_broken_not_fatal(tmp_path):
+    fake_distribution(tmp_path, "raising-plugin", "raising_plugin", """
+        from plm_bench import hookimpl
+        from plm_bench.errors import BenchError
+
+        @hookimpl
+        def register_heads(register):
+            raise BenchError("my config file is missing")
+    """)
+    result = bench("list", path=tmp_path, COLUMNS="300")
+    assert result.returncode == 0, result.stderr
+    assert "raising-plugin:raising_plugin" in result.stderr and "my config file is missing" in result.stderr
+    assert "mlp-protein" in result.stdout
+
+
+def test_load_plugins_env_var_limits_third_party_plugins(tmp_path):
+    fake_distribution(tmp_path, "broken-plugin", "broken_plugin", "raise RuntimeError('boom at import')\n")
+    none = bench("list", path=tmp_path, COLUMNS="300", PLM_BENCH_LOAD_PLUGINS="")
+    assert none.returncode == 0 and "boom" not in none.stderr
+    assert "onehot" in none.stdout and "physchem" not in none.stdout  # built-ins always load
+    chosen = bench("list", path=tmp_path, COLUMNS="300", PLM_BENCH_LOAD_PLUGINS="plm-bench-example")
+    assert "physchem" in chosen.stdout and "boom" not in chosen.stderr

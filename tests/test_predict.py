@@ -17,11 +17,12 @@ from torch import nn
 from plm_bench import plugins
 from plm_bench.cli import main
 from plm_bench.cli.predict import write_csv
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.results import artifacts
 from plm_bench.results.store import Store
 from plm_bench.run import protocol
-from plm_bench.run.protocol import RunConfig, execute
+from plm_bench.run.protocol import execute
 from plm_bench.tasks.sources import current_umask
 from plm_bench.tasks.task import TASK_FILES, Example, Task
 
@@ -204,3 +205,19 @@ def test_runs_on_a_custom_task_file_predict_with_it(tmp_path, monkeypatch):
     finally:
         plugins.catalog.cache_clear()
     assert [r["id"] for r in read_csv(tmp_path / "out.csv")] == ["x"]
+
+
+def test_a_probe_run_predicts_its_own_test_set_exactly(tmp_path, monkeypatch):
+    """A closed-form head whose width is learned in training (probe-flat) loads back for predict."""
+    from synthetic_tasks import FIXED
+
+    seen = capture_test_predictions(monkeypatch)
+    store = tmp_path / "runs.sqlite"
+    bench("run", "--backbone", "onehot", "--task", FIXED.name, "--head", "probe-flat", "--store", str(store))
+    record = Store(store).records()[0]
+    test = FIXED.load(tmp_path)["test"]
+    write_fasta(tmp_path / "test.fasta", test)
+    bench("predict", "--run", str(record["run_id"]), str(tmp_path / "test.fasta"), "-o", str(tmp_path / "out.csv"),
+          "--store", str(store))
+    predicted = np.array([float(r["prediction"]) for r in read_csv(tmp_path / "out.csv")], dtype=np.float32)
+    assert np.array_equal(predicted, np.array(seen[-1], dtype=np.float32))

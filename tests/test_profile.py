@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from plm_bench.cli import main
 from plm_bench.errors import BenchError
 from plm_bench.measure import profiler as profile
-from plm_bench.measure.profiler import GIB, MemoryMeter, Profiler, model_flops, profile_config
+from plm_bench.measure.memory import MemoryMeter
+from plm_bench.measure.profiler import GIB, Profiler, model_flops, profile_config
 
 MIB = 1024**2
 

@@ -18,11 +18,12 @@ import torch
 from scipy.stats import spearmanr
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.results.store import Store
 from plm_bench.run import training
-from plm_bench.run.protocol import RunConfig, RunContext, execute
+from plm_bench.run.protocol import RunContext, execute
 from plm_bench.tasks.task import Example, Task
 
 HYDROPHOBIC = set("AILMFVW")

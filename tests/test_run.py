@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from plm_bench import plugins
 from plm_bench.cli import main
+from plm_bench.config import RunConfig
 from plm_bench.results.store import Store
-from plm_bench.run.protocol import RunConfig, RunContext, execute
+from plm_bench.run.protocol import RunContext, execute
 from plm_bench.tasks.task import Example
 
 QUICK = ["--limit-train", "96", "--limit-eval", "48", "--epochs", "2"]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import console, data_dir_option
 from plm_bench.errors import BenchError
 from plm_bench.tasks.sources import default_data_dir
 
@@ -77,22 +78,65 @@ def list_(tasks: tuple[str, ...], data_dir: Path | None) -> None:
     """Per task: each source file present / missing / corrupt / unverified, and the records
     of each split that the present files give."""
     folder = data_dir or default_data_dir()
-    table = Table("task", "format", "file", "status", "records (train / valid / test)", title=f"task data in {folder}")
+    table = Table("task", "format", "file", "status", "records (train / valid / test)", "repeated sequences",
+                  title=f"task data in {folder}")
     table.columns[2].overflow = "fold"
     colours = {"present": "green", "unverified": "yellow", "missing": "red", "corrupt": "bold red"}
     for task in declarative_tasks(tasks):
         root = folder / task.data_folder
-        records = count_records(task, folder, root)
+        records, repeats = count_records(task, folder, root)
         for i, (form, source, state) in enumerate(task.source_status(root)):
             table.add_row(task.name if i == 0 else "", form.format, f"{task.data_folder}/{source.file}",
-                          f"[{colours[state]}]{state}[/]", records if i == 0 else "")
+                          f"[{colours[state]}]{state}[/]", records if i == 0 else "", repeats if i == 0 else "")
     console.print(table)
 
 
-def count_records(task, data_dir: Path, root: Path) -> str:
+def count_records(task, data_dir: Path, root: Path) -> tuple[str, str]:
+    """Records per split and the sequences repeated within or across the present splits."""
+    from plm_bench.tasks.overlap import duplicates
+
     present = task.present_splits(root)
     try:
         splits = task.load(data_dir, splits=present) if present else {}
     except BenchError as exc:
-        return f"[red]{exc}[/]"
-    return " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+        return f"[red]{escape(str(exc))}[/]", ""
+    counts = " / ".join(str(len(splits[s])) if s in splits else "—" for s in ("train", "valid", "test"))
+    return counts, escape(duplicates(splits).summary()) if splits else ""
+
+
+@data.command()
+@click.argument("task")
+@data_dir_option(DATA_DIR_HELP)
+@click.option("--split", "splits", type=click.Choice(["test", "valid"]), multiple=True,
+              help="Splits to compare with train (repeatable; default: test and valid).")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Best-scoring training sequences aligned in full per query.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write each protein's nearest training protein and identity as CSV.")
+def overlap(task: str, data_dir: Path | None, splits: tuple[str, ...], top: int, output: Path | None) -> None:
+    """Leakage: each test (and valid) protein's highest sequence identity to any training protein."""
+    import csv
+
+    from plm_bench import plugins
+    from plm_bench.tasks.overlap import THRESHOLDS, above, histogram, nearest
+
+    chosen = splits or ("test", "valid")
+    loaded = plugins.get("task", task).load(data_dir or default_data_dir())
+    train = [(e.id, e.sequence) for e in loaded["train"]]
+    found = {s: nearest([(e.id, e.sequence) for e in loaded[s]], train, top=top) for s in chosen}
+    table = Table("identity to train", *chosen, title=f"{task}: highest identity of each protein to the "
+                  f"{len(train)} training proteins")
+    columns = {s: histogram([n.identity for n in found[s]]) for s in chosen}
+    for i, (low, high, _) in enumerate(columns[chosen[0]]):
+        table.add_row(f"{low:.0%}–{high:.0%}", *(str(columns[s][i][2]) for s in chosen))
+    for threshold in THRESHOLDS:
+        table.add_row(f"≥ {threshold:.0%}", *(str(above([n.identity for n in found[s]])[threshold]) for s in chosen),
+                      style="bold")
+    console.print(table)
+    if output:
+        with output.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["split", "id", "nearest_train_id", "identity"])
+            for s in chosen:
+                writer.writerows([s, n.query, n.train, f"{n.identity:.4f}"] for n in found[s])
+        console.print(f"identities written to {output}", highlight=False)

@@ -1,7 +1,7 @@
 """``bench grid GRID.toml``: backbones × tasks × methods × heads × seeds through a launcher.
 
-Attached to the ``bench`` group by the last line of ``plm_bench.cli``. Torch, the launchers
-and their engines are imported inside the command, so ``bench --help`` stays fast.
+Torch, the launchers and their engines are imported inside the command, so ``bench --help``
+stays fast. The launcher flags below are shortcuts for ``--launcher-option KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console, err_console, parse_options
+from plm_bench.cli.common import (
+    console,
+    data_dir_option,
+    device_option,
+    err_console,
+    parse_options,
+    progress_bar,
+    store_option,
+)
 from plm_bench.tasks.sources import default_data_dir
-
-# With --device cpu, the built-in launchers must not claim GPUs for the runs.
-CPU_DEFAULTS = {"local": {"workers": 1}, "ray": {"gpus_per_run": 0}, "slurm": {"gpus_per_run": 0}}
 
 
 def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict:
@@ -32,11 +37,9 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
 @click.option("--launcher", default="local", show_default=True,
               help="Where runs execute: local, ray, slurm (see `bench list launcher`).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (each run, done or to run) and stop.")
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-              help="Results store (default $PLM_BENCH_STORE or ./bench-results.sqlite).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA); workers must see it.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@store_option()
+@data_dir_option("Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA); workers must see it.")
+@device_option
 @click.option("--force", is_flag=True, help="Rerun runs that already finished.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="local: runs at once, each in its own process (default: one per visible GPU).")
@@ -58,11 +61,10 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     recorded as failed and the grid goes on; rerunning the same command runs only what is not
     finished yet. Exits with status 1 if any run failed.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from plm_bench import plugins
     from plm_bench.results.store import Store, default_store_path
-    from plm_bench.run.grid import check_options, drive, load_grid, split_done
+    from plm_bench.run.driver import check_options, drive, split_done
+    from plm_bench.run.grid import load_grid
 
     plan = load_grid(grid_file)
     spec = plugins.get("launcher", launcher)
@@ -72,7 +74,7 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
              "account": account, "gpus_per_run": gpus_per_run, "cpus_per_run": cpus_per_run}
     options = {**{k: v for k, v in given.items() if v is not None}, **extra}
     if device == "cpu":
-        options = {**CPU_DEFAULTS.get(launcher, {}), **options}
+        options = {**spec.cpu_options, **options}  # the launcher's own way of claiming no GPU
     check_options(spec, options)
     store_path = store or default_store_path()
     results = Store(store_path) if store_path.exists() or not dry_run else None  # a dry run creates nothing
@@ -89,10 +91,10 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     from functools import partial
 
     from plm_bench.results.artifacts import folder_for
-    from plm_bench.run.protocol import RunContext, attempt
+    from plm_bench.run.driver import attempt
+    from plm_bench.run.protocol import RunContext
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True)  # the bar goes, the line per run stays
+    progress = progress_bar()  # the bar goes, the line per run stays
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
                          artifact_dir=folder_for(store_path).resolve())

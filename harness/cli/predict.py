@@ -64,8 +64,9 @@ def finished_run(store: Store, run_id: int) -> dict[str, Any]:
 
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
+    from plm_bench.alphabet import check_sequence
     from plm_bench.tasks.fasta import read_fasta
-    from plm_bench.tasks.task import Example, check_sequence
+    from plm_bench.tasks.task import Example
 
     try:
         text = fasta.read_text()
@@ -87,8 +88,9 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     """The run's task and its raw predictions for ``examples`` (values, or class scores; arrays
     over residues for residue tasks), exactly as the run computed test predictions."""
     from plm_bench import plugins
+    from plm_bench.config import RunConfig
     from plm_bench.results.artifacts import folder_for, load_into, verified_path
-    from plm_bench.run.protocol import RunConfig, RunContext, build, frozen_features
+    from plm_bench.run.protocol import RunContext, build, frozen_features
     from plm_bench.run.training import predict
 
     try:

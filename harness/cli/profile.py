@@ -11,23 +11,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console
+from plm_bench.cli.common import config_options, console, device_option, progress_bar
 
 STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 
 
 @click.command()
-@click.option("--backbone", required=True, help="Backbone name (see `bench list backbone`).")
-@click.option("--method", default="lora", show_default=True,
-              help="Adaptation method; frozen profiles inference (its backbone only embeds).")
-@click.option("--backbone-path", type=click.Path(exists=True, file_okay=False),
-              help="Load the backbone's weights from this local directory instead of its hub id.")
-@click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
-              help="random: the registry's architecture with random weights (costs the same, needs no download).")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences per step of the throughput measurement.")
+@config_options(only=("backbone", "method", "backbone_path", "dtype", "init", "batch_size"), overrides={
+    "method": {"default": "lora", "help": "Adaptation method; frozen profiles inference (its backbone only embeds)."},
+    "batch_size": {"help": "Sequences per step of the throughput measurement."}})
+@device_option
 @click.option("--length", type=click.IntRange(min=1), default=256, show_default=True,
               help="Residues per sequence of the throughput measurement.")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
@@ -48,8 +41,6 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
             batch_size: int, length: int, steps: int, budgets: tuple[float, ...], max_length: int | None,
             resolution: int, no_envelope: bool, peak_tflops: float | None, plot: Path | None) -> None:
     """Throughput and memory envelope (longest trainable sequence at batch 1 per budget) on this device."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from plm_bench.errors import BenchError
     from plm_bench.measure.profiler import GIB, Profiler, plot_envelope, profile_config
     from plm_bench.run.protocol import RunContext
@@ -57,8 +48,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     torch_device = RunContext(data_dir=Path("."), device=device).torch_device
     if plot and no_envelope:
         raise BenchError("--plot draws the memory envelope: drop --no-envelope")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True)
+    progress = progress_bar()
     with progress:
         job = progress.add_task(f"loading {backbone}", total=None)
         profiler = Profiler(profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init),

@@ -17,30 +17,25 @@ held apart from the model (see :class:`MemoryMeter`).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from plm_bench import plugins
+from plm_bench.alphabet import AMINO_ACIDS
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import AMINO_ACIDS
-from plm_bench.run.protocol import RunConfig, build
+from plm_bench.measure.memory import MemoryMeter, tensor_bytes
+from plm_bench.run.protocol import build
 from plm_bench.run.training import labels_for, loss_fn
 from plm_bench.tasks.task import Example, Task
 
 GIB = 1024**3
-PROC_STATUS = Path("/proc/self/status")
-PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
-RESET_PEAK_RSS = "5"  # written to clear_refs: VmHWM := VmRSS (Linux >= 4.0)
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against
 # torch.cuda.get_device_name in this order (more specific names first).
@@ -80,77 +75,6 @@ def model_flops(parameters: int, tokens: int, mode: str, full: bool) -> float:
     for activation gradients and, when every weight trains (``full``), as much for weight gradients."""
     passes = 1 if mode == "inference" else 3 if full else 2
     return passes * 2.0 * parameters * tokens
-
-
-def _proc_bytes(field: str) -> int:
-    for line in PROC_STATUS.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024  # reported in kB
-    raise BenchError(f"{PROC_STATUS} has no {field} line; the CPU memory profile needs Linux >= 4.0")
-
-
-class MemoryMeter:
-    """Peak memory of one piece of work on ``device``, weights and optimizer state included.
-
-    On CUDA that is torch's peak reservation. On CPU it is the process's peak resident set
-    during the work, above a floor taken just before it: the resident set then, less ``held()``,
-    the bytes the measured model already holds (weights, gradients, optimizer state). So the
-    interpreter, libraries and whatever else the process holds or frees meanwhile do not count.
-    """
-
-    def __init__(self, device: torch.device, held: Callable[[], int] = lambda: 0) -> None:
-        self.device = device
-        self.held = held
-        self._trim = None
-        if device.type == "cpu":
-            if not (PROC_STATUS.is_file() and PROC_CLEAR_REFS.exists()):
-                raise BenchError("measuring CPU memory needs Linux's /proc/self/status and clear_refs; "
-                                 "run the memory profile on Linux or on a CUDA device (--device cuda)")
-            name = ctypes.util.find_library("c")
-            libc = ctypes.CDLL(name) if name else None
-            # glibc keeps freed heap pages, and after freeing big blocks it raises its mmap threshold so
-            # later big blocks reuse resident heap: both would hide this work's peak. A fixed threshold
-            # makes big tensors mmap'd (given back on free) and trimming returns the rest.
-            if libc is not None and hasattr(libc, "mallopt"):
-                libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-            self._trim = getattr(libc, "malloc_trim", None)
-
-    def _settle(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-        elif self._trim is not None:
-            self._trim(0)
-
-    def measure(self, work: Callable[[], object]) -> int:
-        """Peak bytes while ``work()`` runs (exceptions, e.g. out of memory, propagate)."""
-        self._settle()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            work()
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_reserved(self.device)
-        floor = _proc_bytes("VmRSS") - self.held()
-        PROC_CLEAR_REFS.write_text(RESET_PEAK_RSS)
-        work()
-        return max(0, _proc_bytes("VmHWM") - floor)
-
-    def available(self) -> int:
-        """Memory the work could still take: free device memory, or the host's MemAvailable, plus
-        what it holds already."""
-        if self.device.type == "cuda":
-            return torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 + self.held()
-        raise BenchError("/proc/meminfo has no MemAvailable line; give budgets below the free memory")
-
-
-def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind ``tensors`` (tied weights and views count once)."""
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
-    return sum(storages.values())
 
 
 @dataclass(frozen=True)
@@ -313,8 +237,9 @@ def profile_config(backbone: str, method: str, *, backbone_path: str | None = No
                    init: str = "pretrained", seed: int = 1) -> RunConfig:
     """The run config whose model a profile measures (the method's default learning rate)."""
     spec = plugins.get("method", method)
-    return RunConfig(backbone=backbone, task=PROFILE_TASK.name, method=method, head="mlp-protein", seed=seed,
-                     lr=spec.default_lr, backbone_path=backbone_path, dtype=dtype, init=init,
+    return RunConfig(backbone=backbone, task=PROFILE_TASK.name, method=method,
+                     head=plugins.default_head("protein").name, seed=seed, lr=spec.default_lr,
+                     backbone_path=backbone_path, dtype=dtype, init=init,
                      method_options=spec.resolve_options({}))
 
 

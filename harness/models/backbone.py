@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,16 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from plm_bench.alphabet import AMINO_ACIDS, RARE_RESIDUES, check_sequence
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
     from plm_bench.plugins.specs import BackboneSpec
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-RARE_RESIDUES = "UZOB"  # selenocysteine, Glx, pyrrolysine, Asx: ProtTrans models saw them as X
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LONG_POLICIES = ("error", "chunk")
-RESIDUE_LETTERS = re.compile(r"[A-Z]+")
 RANDOM_INIT_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO"  # ESM2's order: the 20 standard residues, then X and rare ones
 
 
@@ -43,15 +40,19 @@ class Residues:
 class Backbone(nn.Module):
     """Base class of loaded backbones.
 
-    Subclasses set ``hidden_size`` and ``adapter_targets`` (module names PEFT methods wrap) and
-    implement :meth:`tokenize` and :meth:`forward`. ``max_length`` is the most residues one
-    forward pass may hold (``None``: no architectural limit); ``long_policy`` says what
-    :meth:`embed` does with longer sequences.
+    Subclasses set ``hidden_size`` and implement :meth:`tokenize` and :meth:`forward`.
+    ``max_length`` is the most residues one forward pass may hold (``None``: no architectural
+    limit); ``long_policy`` says what :meth:`embed` does with longer sequences. Backbones that
+    PEFT methods can adapt keep the wrapped transformer as ``model`` and name its attention
+    projections in ``adapter_targets`` and its feed-forward layers in ``ffn_targets`` (module-name
+    suffixes, peft's ``target_modules`` rule); :func:`load_backbone` fills both from the spec.
     """
 
     name: str = ""
     hidden_size: int
+    model: nn.Module  # only backbones PEFT can adapt have one
     adapter_targets: tuple[str, ...] = ()
+    ffn_targets: tuple[str, ...] = ()
     max_length: int | None = None
     long_policy: str = "error"
     packs: bool = False  # offers forward_packed; the padded tokenize + forward is the fallback
@@ -86,7 +87,8 @@ class Backbone(nn.Module):
         protein. Nothing is ever truncated silently.
         """
         names = list(ids) if ids is not None else [f"#{i + 1} of the batch" for i in range(len(sequences))]
-        check_sequences(sequences, names)
+        for sequence, name in zip(sequences, names, strict=True):
+            check_sequence(sequence, f"record {name}")
         self.check_lengths(sequences, names)
         limit = self.max_length
         if limit is not None and any(len(s) > limit for s in sequences):
@@ -130,16 +132,6 @@ class Backbone(nn.Module):
         rows = [torch.cat([out.hidden[p, a:b] for p, a, b in parts]) for parts in plan]
         hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True)
         return Residues(hidden, residue_mask([len(s) for s in sequences]).to(hidden.device))
-
-
-def check_sequences(sequences: Sequence[str], names: Sequence[str]) -> None:
-    """Every sequence is a non-empty string of capital letters (one-letter residue codes)."""
-    for sequence, name in zip(sequences, names, strict=True):
-        if not RESIDUE_LETTERS.fullmatch(sequence):
-            bad = next((f"{c!r} at position {i + 1}" for i, c in enumerate(sequence) if not "A" <= c <= "Z"),
-                       "no residues")
-            raise BenchError(f"record {name}: the sequence has {bad}, but only one-letter residue codes A-Z "
-                             "are allowed; fix the record in the task's data")
 
 
 def check_finite(residues: Residues, names: Sequence[str], backbone: str) -> None:
@@ -343,23 +335,24 @@ def load_backbone(spec: BackboneSpec, source: str | None, device: torch.device |
                   init: str = "pretrained", long_policy: str = "error") -> Backbone:
     """Load a registered backbone for one run: weights, precision, init and long-sequence policy.
 
-    Plugins whose ``load`` takes only ``(source, device)`` (the original contract) still work:
-    their backbone is cast to the requested dtype, and ``--init random`` is refused.
+    Every plugin's ``load(source, device, *, dtype, init)`` gets the same call; the backbone is
+    then cast to the resolved precision (a no-op for loaders that loaded in it) and given the
+    spec's facts it does not set itself.
     """
     if long_policy not in LONG_POLICIES:
         raise BenchError(f"--long-policy {long_policy}: unknown; use one of {', '.join(LONG_POLICIES)}")
-    parameters = inspect.signature(spec.load).parameters
-    if {"dtype", "init"} <= parameters.keys():
-        backbone = spec.load(source, str(device), dtype=dtype, init=init)
-    elif init != "pretrained":
-        raise BenchError(f"backbone {spec.name} (family {spec.family}) does not offer --init {init}; "
-                         "its plugin's load() takes no init argument")
-    else:
-        backbone = spec.load(source, str(device))
-        backbone.to(resolve_dtype(dtype, spec.dtypes, device, spec.name))
+    torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)
+    try:
+        inspect.signature(spec.load).bind(source, str(device), dtype=dtype, init=init)
+    except TypeError:
+        raise BenchError(f"backbone {spec.name}: its plugin's load() does not take (source, device, *, dtype, "
+                         "init); update the plugin to the loader signature in docs/plugins.md") from None
+    backbone = spec.load(source, str(device), dtype=dtype, init=init)
     backbone.name = backbone.name or spec.name
+    backbone.adapter_targets = backbone.adapter_targets or spec.adapter_targets
+    backbone.ffn_targets = backbone.ffn_targets or spec.ffn_targets
     backbone.long_policy = long_policy
-    return backbone.to(device)
+    return backbone.to(device=device, dtype=torch_dtype)
 
 
 def architecture(entry: Mapping[str, Any], keys: Sequence[str], backbone: str) -> dict[str, Any]:

@@ -4,6 +4,6 @@
 import the contract from the package top (``from plm_bench import hookimpl, BackboneSpec, ...``).
 """
 
-from plm_bench.plugins.discovery import catalog, get
+from plm_bench.plugins.discovery import catalog, default_head, default_method, get, optional_module
 
-__all__ = ["catalog", "get"]
+__all__ = ["catalog", "default_head", "default_method", "get", "optional_module"]

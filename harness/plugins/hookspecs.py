@@ -5,38 +5,42 @@ register any number of named items. Built-ins use exactly these hooks through th
 ``plm_bench`` entry-point group a third-party package would use.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    from plm_bench.plugins.specs import BackboneSpec, HeadSpec, LauncherSpec, MethodSpec
+    from plm_bench.tasks.task import Task
 
 PROJECT = "plm_bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Register = Callable[[Any], None]
+
+@hookspec
+def register_backbones(register: Callable[[BackboneSpec], None]) -> None:
+    """Register :class:`~plm_bench.BackboneSpec` objects."""
 
 
 @hookspec
-def register_backbones(register: Register) -> None:
-    """Register :class:`plm_bench.plugins.specs.BackboneSpec` objects."""
+def register_tasks(register: Callable[[Task], None]) -> None:
+    """Register :class:`~plm_bench.Task` objects (or anything with its interface)."""
 
 
 @hookspec
-def register_tasks(register: Register) -> None:
-    """Register task objects (:class:`plm_bench.tasks.task.Task` or anything with its interface)."""
+def register_heads(register: Callable[[HeadSpec], None]) -> None:
+    """Register :class:`~plm_bench.HeadSpec` objects."""
 
 
 @hookspec
-def register_heads(register: Register) -> None:
-    """Register :class:`plm_bench.plugins.specs.HeadSpec` objects."""
+def register_methods(register: Callable[[MethodSpec], None]) -> None:
+    """Register :class:`~plm_bench.MethodSpec` objects."""
 
 
 @hookspec
-def register_methods(register: Register) -> None:
-    """Register :class:`plm_bench.plugins.specs.MethodSpec` objects."""
-
-
-@hookspec
-def register_launchers(register: Register) -> None:
-    """Register :class:`plm_bench.plugins.specs.LauncherSpec` objects."""
+def register_launchers(register: Callable[[LauncherSpec], None]) -> None:
+    """Register :class:`~plm_bench.LauncherSpec` objects."""

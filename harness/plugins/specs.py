@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 from plm_bench.errors import BenchError
 
 if TYPE_CHECKING:
+    from plm_bench.config import RunConfig
     from plm_bench.models.backbone import Backbone
-    from plm_bench.run.protocol import RunConfig
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     """A named backbone. ``load(source, device, *, dtype="auto", init="pretrained")`` returns a
-    :class:`Backbone` (loaders taking only ``(source, device)`` still work, without ``--init random``).
+    :class:`Backbone`; a loader that cannot build random weights raises BenchError for ``init="random"``.
 
     ``source`` is ``hub_id`` or a local directory given with ``--backbone-path``. The facts below
     come from registry.toml for built-ins, so tools can read them without loading weights:
@@ -53,6 +53,7 @@ class HeadSpec:
     levels: tuple[str, ...]
     build: Callable[[int, int, str], Any]
     description: str = ""
+    default_for: tuple[str, ...] = ()  # levels whose tasks get this head with --head auto
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class MethodSpec:
     prepare: Callable[[Backbone, dict[str, Any]], Any] | None = None
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    default: bool = False  # the method of a run that names none (exactly one registered method says so)
 
     @property
     def trains_backbone(self) -> bool:
@@ -119,6 +121,7 @@ class LauncherSpec:
     name: str
     launch: Callable[[Iterable[RunConfig], Callable[[RunConfig], dict]], Iterator[dict]]
     description: str = ""
+    cpu_options: Mapping[str, Any] = field(default_factory=dict)  # options under --device cpu: claim no GPU
 
 
 KINDS = ("backbone", "task", "head", "method", "launcher")

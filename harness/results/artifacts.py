@@ -78,6 +78,9 @@ def load_into(model: nn.Module, path: Path) -> None:
         tensors = load_file(path)
     except SafetensorError as exc:
         raise BenchError(f"{path}: not a readable safetensors file ({exc})") from None
+    for name, parameter in model.named_parameters():  # lazy layers (e.g. probe-flat) learn their width in training
+        if isinstance(parameter, nn.parameter.UninitializedParameter) and name in tensors:
+            parameter.materialize(tensors[name].shape)
     expected = trainable_state(model)
     if set(tensors) != set(expected):
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))

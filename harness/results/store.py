@@ -9,19 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from dataclasses import asdict
-from datetime import datetime, timezone
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import jsonschema
 
 from plm_bench.errors import BenchError
-
-if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
 
@@ -45,20 +36,6 @@ def default_store_path() -> Path:
     return Path(os.environ.get("PLM_BENCH_STORE", DEFAULT_STORE))
 
 
-@cache
-def record_schema() -> dict:
-    return json.loads(files("plm_bench.results").joinpath("run_record.schema.json").read_text())
-
-
-def validate(record: dict) -> None:
-    """Raise BenchError if ``record`` does not match the shipped JSON schema."""
-    try:
-        jsonschema.validate(record, record_schema(), format_checker=jsonschema.FormatChecker())
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "record"
-        raise BenchError(f"invalid run record at {where}: {exc.message}") from None
-
-
 class Store:
     """Run records in one SQLite file."""
 
@@ -74,7 +51,7 @@ class Store:
 
     def add(self, record: dict) -> int:
         """Validate and store ``record``, replacing earlier records of the same config."""
-        validate(record)
+        records.validate(record)
         try:
             text = json.dumps(record, sort_keys=True, allow_nan=False)
         except ValueError:
@@ -104,21 +81,3 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
-
-
-def failed_record(config: RunConfig, error: str, environment: dict) -> dict:
-    """The record of a run that did not finish, so the store shows it and a rerun retries it.
-
-    ``environment`` is that of the process that ran it; a driver whose worker died knows none
-    and passes ``{}``.
-    """
-    return {
-        "config": asdict(config),
-        "config_hash": config.hash,
-        "status": "failed",
-        "error": error,
-        "primary_metric": "",
-        "metrics": {},
-        "environment": environment,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    }

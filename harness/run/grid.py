@@ -1,81 +1,67 @@
-"""Grids: a GRID.toml expands to run configs, and a driver runs them through a launcher.
+"""Grids: a GRID.toml expands to run configs for the driver (harness/run/driver.py).
 
 A grid is the unit of scale-out: its runs are independent, so a launcher may execute them
-anywhere (this process, one per GPU, Ray tasks, a SLURM job array). Records always flow back
-to this driver, and only the driver writes the store: SQLite does not survive concurrent
-writers on the network file systems that clusters share.
+anywhere (this process, one per GPU, Ray tasks, a SLURM job array). Its keys are derived from
+:class:`~plm_bench.config.RunConfig`: each axis field is a list (``backbones``, ``tasks``, …),
+every setting a key of ``[settings]``, and the two per-name tables ``[method_options.METHOD]``
+and ``[backbone_paths]``. A grid whose parts differ in their axes (the study ran 5 seeds of
+frozen embeddings but 3 of fine-tuning) lists them as ``[[part]]`` tables: each part is a grid of
+its own whose keys fall back to the top level's, and the plan is their union in file order.
+``[sweep]`` turns settings into axes (``lr = [1e-4, 3e-4]``) and ``[sweep.method_options.METHOD]``
+a method's options (``rank = [4, 8]``; ``targets = [["query", "key"], ["key", "value"]]``), so a
+sensitivity study is one grid (``bench leaderboard --by`` shows it).
 
 Nothing here imports torch at module level, so `bench --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 import jsonschema
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig, config_fields, required
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
-from plm_bench.plugins.specs import LauncherSpec
-from plm_bench.results.store import Store, failed_record
 
-if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig
+AXES = tuple(f.name for f in config_fields("axis"))  # the order runs are listed in
+TABLES = {"method_options": "methods", "backbone_paths": "backbones"}  # per-name tables and their axis
 
-# The axes a grid multiplies, in the order runs are listed, and their defaults.
-AXES = ("backbones", "tasks", "methods", "heads", "seeds")
-DEFAULT_AXES = {"methods": ["frozen"], "heads": ["auto"], "seeds": [1]}
 
-_NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True}
-_COUNT = {"type": "integer", "minimum": 1}
-# Types of the RunConfig fields a grid sets for all its runs under [settings]; a field missing
-# here is still accepted (RunConfig grows), only unchecked.
-SETTING_TYPES = {
-    "epochs": _COUNT,
-    "lr": {"type": "number", "exclusiveMinimum": 0},
-    "batch_size": _COUNT,
-    "dtype": {"enum": ["auto", "fp32", "bf16", "fp16"]},
-    "init": {"enum": ["pretrained", "random"]},
-    "long_policy": {"enum": ["error", "chunk"]},
-    "val_per_epoch": _COUNT,
-    "patience": _COUNT,
-    "min_delta": {"type": "number", "minimum": 0},
-    "checkpoint": {"enum": ["early-stop", "best-of-N"]},
-    "limit_train": _COUNT,
-    "limit_eval": _COUNT,
-}
-# RunConfig fields a grid sets elsewhere than [settings]
-NOT_SETTINGS = {"backbone", "task", "method", "head", "seed", "backbone_path", "method_options"}
+def axis_key(name: str) -> str:
+    return f"{name}s"
 
 
 def grid_schema() -> dict:
-    """JSON schema of GRID.toml; [settings] takes every RunConfig field the axes do not set."""
-    from plm_bench.run.protocol import RunConfig
-
-    settings = {f.name: SETTING_TYPES.get(f.name, {}) for f in fields(RunConfig) if f.name not in NOT_SETTINGS}
-    return {
-        "type": "object",
-        "required": ["backbones", "tasks"],
-        "additionalProperties": False,
-        "properties": {
-            "backbones": _NAMES,
-            "tasks": _NAMES,
-            "methods": _NAMES,
-            "heads": _NAMES,
-            "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "uniqueItems": True},
-            "settings": {"type": "object", "additionalProperties": False, "properties": settings},
-            "method_options": {"type": "object", "additionalProperties": {"type": "object"}},
-            "backbone_paths": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
-        },
+    """JSON schema of GRID.toml, derived from RunConfig's fields."""
+    axes = {axis_key(f.name): {"type": "array", "items": f.metadata["schema"], "minItems": 1, "uniqueItems": True}
+            for f in config_fields("axis")}
+    settings = {f.name: f.metadata["schema"] for f in config_fields("setting")}
+    keys = {
+        **axes,
+        "settings": {"type": "object", "additionalProperties": False, "properties": settings},
+        "method_options": {"type": "object", "additionalProperties": {"type": "object"}},
+        "backbone_paths": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+        "sweep": {"type": "object", "additionalProperties": False, "properties": {
+            **{name: {"type": "array", "items": schema, "minItems": 1, "uniqueItems": True}
+               for name, schema in settings.items()},
+            "method_options": {"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": {"type": "array", "minItems": 1}}},
+        }},
     }
+    part = {"type": "object", "additionalProperties": False, "properties": keys,
+            "required": [axis_key(f.name) for f in config_fields("axis") if required(f)]}
+    return {**part, "properties": {**keys, "part": {"type": "array", "minItems": 1}}, "required": []}
+
+
+def part_schema() -> dict:
+    """JSON schema of one part with the top level's keys filled in: a complete grid."""
+    schema = grid_schema()
+    return {**schema, "properties": {k: v for k, v in schema["properties"].items() if k != "part"},
+            "required": [axis_key(f.name) for f in config_fields("axis") if required(f)]}
 
 
 @dataclass(frozen=True)
@@ -91,23 +77,43 @@ def load_grid(path: Path) -> Grid:
     """Read and check GRID.toml; every error names the file and the offending key."""
     path = Path(path)
     spec = load_toml(path)
+    check(spec, grid_schema(), path, "")
+    parts = [{**{k: v for k, v in spec.items() if k != "part"}, **part} for part in spec.get("part", [{}])]
+    configs: dict[str, RunConfig] = {}
+    skipped: dict[str, None] = {}
+    for number, part in enumerate(parts, 1):
+        where = f"part {number}: " if "part" in spec else ""
+        check(part, part_schema(), path, where)
+        try:
+            grid = expand(part, path.parent)
+        except BenchError as exc:
+            raise BenchError(f"{path}: {where}{exc}") from None
+        for config in grid.configs:
+            configs.setdefault(config.hash, config)  # parts may overlap: one run each
+        skipped.update(dict.fromkeys(grid.skipped))
+    return Grid(tuple(configs.values()), tuple(skipped))
+
+
+def combinations(lists: dict[str, list]) -> list[dict]:
+    """Every choice of one value per key (one empty choice when there are no keys)."""
+    return [dict(zip(lists, values, strict=True)) for values in itertools.product(*lists.values())]
+
+
+def check(spec: dict, schema: dict, path: Path, where: str) -> None:
+    """One line naming the file, the part and the key, or nothing."""
     try:
-        jsonschema.validate(spec, grid_schema())
+        jsonschema.validate(spec, schema)
     except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "top level"
-        raise BenchError(f"{path}: {where}: {exc.message}; fix the file (examples/grid.toml shows every key)") from None
-    try:
-        return expand(spec, path.parent)
-    except BenchError as exc:
-        raise BenchError(f"{path}: {exc}") from None
+        key = ".".join(str(p) for p in exc.absolute_path) or "top level"
+        raise BenchError(f"{path}: {where}{key}: {exc.message}; fix the file (examples/grid.toml shows every key)"
+                         ) from None
 
 
 def expand(spec: dict, folder: Path) -> Grid:
     """Multiply the axes of a checked grid ``spec``; relative paths are relative to ``folder``."""
-    from plm_bench.run.protocol import RunConfig
-
-    axes = {**DEFAULT_AXES, **{axis: spec[axis] for axis in AXES if axis in spec}}
-    for table, axis in (("method_options", "methods"), ("backbone_paths", "backbones")):
+    defaults = {axis_key(f.name): [f.default] for f in config_fields("axis") if not required(f)}
+    axes = {**defaults, **{axis_key(a): spec[axis_key(a)] for a in AXES if axis_key(a) in spec}}
+    for table, axis in TABLES.items():
         for name in spec.get(table, {}):
             if name not in axes[axis]:
                 raise BenchError(f"[{table}.{name}]: {name} is not in {axis}; add it there or drop the table")
@@ -117,85 +123,28 @@ def expand(spec: dict, folder: Path) -> Grid:
             raise BenchError(f"backbone_paths.{name}: {p} is not a directory; point it at the saved weights")
     for name in axes["backbones"]:
         plugins.get("backbone", name)
-    settings = dict(spec.get("settings", {}))
-    if "lr" in settings:
-        settings["lr"] = float(settings["lr"])  # lr = 1 and lr = 1.0 are one run (and one hash)
+    sweep = dict(spec.get("sweep", {}))
+    option_sweeps = sweep.pop("method_options", {})
+    for method in option_sweeps:
+        if method not in axes["methods"]:
+            raise BenchError(f"[sweep.method_options.{method}]: {method} is not in methods; add it there or drop it")
     configs: dict[str, RunConfig] = {}
     skipped: dict[str, None] = {}
-    for backbone, task, method, head, seed in itertools.product(*(axes[axis] for axis in AXES)):
-        config = RunConfig(
-            backbone=backbone, task=task, method=method, head=head, seed=seed,
-            backbone_path=str(paths[backbone]) if backbone in paths else None,
-            method_options=spec.get("method_options", {}).get(method, {}), **settings,
-        ).resolved()
-        level = plugins.get("task", task).level
-        if level not in plugins.get("head", config.head).levels:
-            skipped[f"head {config.head} × task {task} ({level} level)"] = None
-            continue
-        configs.setdefault(config.hash, config)  # e.g. heads "auto" and "mlp-protein" on gb1 are one run
+    for values, swept in itertools.product(itertools.product(*(axes[axis_key(a)] for a in AXES)),
+                                           combinations(sweep)):
+        axis = dict(zip(AXES, values, strict=True))
+        for options in combinations(option_sweeps.get(axis["method"], {})):
+            config = RunConfig(
+                **axis, backbone_path=str(paths[axis["backbone"]]) if axis["backbone"] in paths else None,
+                method_options={**spec.get("method_options", {}).get(axis["method"], {}), **options},
+                **{**spec.get("settings", {}), **swept},
+            ).resolved()
+            task = axis["task"]
+            level = plugins.get("task", task).level
+            if level not in plugins.get("head", config.head).levels:
+                skipped[f"head {config.head} × task {task} ({level} level)"] = None
+                continue
+            configs.setdefault(config.hash, config)  # e.g. heads "auto" and "mlp-protein" on gb1 are one run
     if not configs:
         raise BenchError("no head in heads serves any task in tasks; use heads = [\"auto\"]")
     return Grid(tuple(configs.values()), tuple(skipped))
-
-
-def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False
-               ) -> tuple[list[RunConfig], list[RunConfig]]:
-    """(to run, already finished). Failed runs are run again; ``force`` reruns everything."""
-    if force or store is None:
-        return list(configs), []
-    done = [c for c in configs if store.finished(c.hash)]
-    hashes = {c.hash for c in done}
-    return [c for c in configs if c.hash not in hashes], done
-
-
-def check_options(launcher: LauncherSpec, options: dict) -> None:
-    """Fail in one line, before anything runs, on an option the launcher does not take."""
-    try:
-        inspect.signature(launcher.launch).bind([], None, **options)
-    except TypeError as exc:
-        raise BenchError(f"launcher {launcher.name}: {exc}; drop that option or pick another --launcher") from None
-
-
-def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callable[[RunConfig], dict],
-          store: Store, options: dict | None = None,
-          on_record: Callable[[dict], None] | None = None) -> list[dict]:
-    """Launch ``configs`` and store each record as it arrives; return the stored records.
-
-    A record the store refuses (say, a NaN metric) is stored as a failed run instead, so one
-    bad run never stops a grid and a rerun retries it.
-    """
-    options = options or {}
-    check_options(launcher, options)
-    expected = {c.hash: c for c in configs}
-    stored: list[dict] = []
-    stream = launcher.launch(list(configs), execute, **options)
-    try:
-        for record in stream:
-            config = expected.pop(record.get("config_hash"), None)
-            if config is None:
-                raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "
-                                 f"({record.get('config_hash')}); fix the launcher plugin")
-            try:
-                run_id = store.add(record)
-            except BenchError as exc:
-                record = failed_record(config, str(exc), {})  # no worker environment here
-                run_id = store.add(record)
-            stored.append({**record, "run_id": run_id})
-            if on_record:
-                on_record(stored[-1])
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()  # a launcher cancels its outstanding work when the driver stops early
-    if expected:
-        raise BenchError(f"launcher {launcher.name} returned no record for {len(expected)} runs; "
-                         "rerun the grid to retry them")
-    return stored
-
-
-def optional_module(name: str, extra: str) -> ModuleType:
-    """Import an optional dependency of a launcher, or say which extra installs it."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise BenchError(f"{name} is not importable ({exc}): pip install 'plm-bench[{extra}]'") from None

@@ -7,13 +7,10 @@ those embeddings; other methods train backbone and head end to end.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -22,58 +19,17 @@ import torch
 from rich.progress import Progress
 
 from plm_bench import plugins
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
-from plm_bench.results import artifacts
+from plm_bench.results import artifacts, records
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.results.store import failed_record
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.training import Model, predict, restore, train
 from plm_bench.tasks.metrics import evaluate, score
 from plm_bench.tasks.task import Example, Task
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's result; its hash identifies the run in the store."""
-
-    backbone: str
-    task: str
-    method: str = "frozen"
-    head: str = "auto"
-    seed: int = 1
-    epochs: int = 10
-    lr: float | None = None
-    batch_size: int = 8
-    backbone_path: str | None = None
-    dtype: str = "auto"  # auto | fp32 | bf16 | fp16 (families enforce their limits)
-    init: str = "pretrained"  # pretrained | random (the study's no-pretraining control)
-    long_policy: str = "error"  # error | chunk, for sequences past the backbone's max length
-    method_options: dict = field(default_factory=dict)  # e.g. LoRA rank/alpha/targets
-    val_per_epoch: int = 1  # validations per epoch
-    patience: int | None = None  # validations without improvement before stopping; None: never
-    min_delta: float = 0.0  # smallest validation gain that counts as an improvement
-    checkpoint: str = "early-stop"  # early-stop | best-of-N: which checkpoint the record reports
-    limit_train: int | None = None  # first N training examples (quick runs on CPU)
-    limit_eval: int | None = None  # first N validation and N test examples
-
-    def resolved(self) -> RunConfig:
-        """Fill the defaults that depend on plugins (head by task level, lr and options by
-        method), so that spelling a default out and leaving it implicit hash the same."""
-        task: Task = plugins.get("task", self.task)
-        head = f"mlp-{task.level}" if self.head == "auto" else self.head
-        method = plugins.get("method", self.method)
-        lr = method.default_lr if self.lr is None else self.lr
-        path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
-        return replace(self, head=head, lr=lr, backbone_path=path,
-                       method_options=method.resolve_options(self.method_options))
-
-    @property
-    def hash(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -112,14 +68,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def attempt(config: RunConfig, context: RunContext) -> dict:
-    """Run one config; a run that raises becomes a ``failed`` record, so a grid goes on."""
-    try:
-        return execute(config, context)
-    except Exception as exc:  # recorded, not swallowed: the record carries the error
-        return failed_record(config, f"{type(exc).__name__}: {exc}", environment(context.torch_device))
-
-
 def execute(config: RunConfig, context: RunContext) -> dict:
     """Run one (resolved) config; return its run record."""
     run_started = time.perf_counter()
@@ -153,32 +101,30 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     test_predictions = predictions("test")
     low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
     eval_seconds = time.perf_counter() - eval_started
-    return {
-        "config": asdict(config),
-        "config_hash": config.hash,
-        "status": "finished",
-        "primary_metric": task.metric,
-        "metrics": {
+    return records.finished(
+        config,
+        primary_metric=task.metric,
+        metrics={
             "valid": {task.metric: chosen.valid},
             "test": evaluate(task, splits["test"], test_predictions),  # primary and secondary metrics
         },
-        "test_ci": {"low": low, "high": high, "level": 0.95, "resampled": "proteins"},
-        "checkpoints": checkpoints,
-        "early_stopping": {
+        test_ci={"low": low, "high": high, "level": 0.95, "resampled": "proteins"},
+        checkpoints=checkpoints,
+        early_stopping={
             "patience": config.patience, "min_delta": config.min_delta,
             "stopped_at_epoch": outcome.stopped_at_epoch, "epochs_run": outcome.epochs_run,
             "epochs_saved": config.epochs - outcome.epochs_run,
         },
-        "history": outcome.history,
-        "parameters": {
+        history=outcome.history,
+        parameters={
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
             "total": sum(p.numel() for p in model.parameters()) + (
                 0 if model.backbone is not None else sum(p.numel() for p in backbone.parameters())
             ),
         },
-        "adapter": artifacts.adapter_config(model),
+        adapter=artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
-        "cost": {
+        cost={
             "train_seconds": outcome.train_seconds,
             "embed_seconds": embed_seconds,
             "eval_seconds": eval_seconds,
@@ -191,9 +137,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "oom_backoffs": outcome.backoffs,
             "dtype": str(next(iter(model.parameters())).dtype).removeprefix("torch."),
         },
-        "environment": environment(device),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-    }
+        environment=environment(device),
+    )
 
 
 def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone, Model]:

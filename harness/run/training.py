@@ -20,11 +20,13 @@ from torch import nn
 
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
+from plm_bench.results.artifacts import trainable_state
 from plm_bench.run.batching import length_buckets
 from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
-    from plm_bench.run.protocol import RunConfig, RunContext
+    from plm_bench.config import RunConfig
+    from plm_bench.run.protocol import RunContext
 
 
 class Model(nn.Module):
@@ -112,7 +114,8 @@ class Outcome:
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of the trainable weights now (a checkpoint kept in memory)."""
+    return {name: t.clone() for name, t in trainable_state(model).items()}
 
 
 @torch.no_grad()
@@ -126,6 +129,8 @@ def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def train(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
           context: RunContext, validate: Callable[[], float]) -> Outcome:
     """Train under the run protocol; ``validate()`` returns the primary metric on valid."""
+    if hasattr(model.head, "fit") and model.backbone is None:
+        return fit_closed_form(model, task, splits["train"], features["train"], config, validate)
     device = context.torch_device
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
@@ -173,6 +178,38 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
             break
     context.progress.remove_task(epochs_bar)
     state.early_stop = state.early_stop or state.best
+    return state
+
+
+def fit_closed_form(model: Model, task: Task, train_set: list[Example], features: Sequence[torch.Tensor],
+                    config: RunConfig, validate: Callable[[], float]) -> Outcome:
+    """A head fitted in closed form (a linear probe) instead of by gradient steps: fitted once per
+    regularization strength it offers, the strength scoring best on valid kept; each fit is one
+    entry of the history (one pass over the training data: ``epoch`` 1, with its ``strength``)."""
+    started = time.perf_counter()
+    rows, targets = [], []
+    for idx in batches(len(train_set), config.batch_size):
+        residues = pad_features([features[i] for i in idx])
+        labels, known = labels_for(task, [train_set[i] for i in idx], residues.mask)
+        rows.append(model.head.design(residues.hidden, residues.mask)[known].cpu())
+        targets.append(labels[known])
+    x, y = torch.cat(rows).numpy(), torch.cat(targets).numpy()
+    state = Outcome(history=[], best=None, early_stop=None, stopped_at_epoch=None,  # type: ignore[arg-type]
+                    epochs_run=1.0, micro_batch=config.batch_size, backoffs=[], train_seconds=0.0,
+                    samples=len(train_set), residues=sum(len(e.sequence) for e in train_set))
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    for number, strength in enumerate(model.head.strengths, 1):
+        model.head.fit(x, y, strength)
+        with torch.no_grad():
+            fitted = model.head.linear(inputs.to(model.head.linear.weight.device)).cpu()
+        train_loss = loss_fn(task, fitted, labels, torch.ones(len(labels), dtype=torch.bool)).item()
+        valid = validate()
+        state.history.append({"epoch": 1.0, "step": number, "strength": strength, "train_loss": train_loss,
+                              "valid": valid})
+        if state.best is None or valid > state.best.valid:
+            state.best = Checkpoint(1.0, number, valid, time.perf_counter() - started, snapshot(model))
+    state.train_seconds = time.perf_counter() - started
+    state.early_stop = state.best
     return state
 
 

@@ -7,10 +7,7 @@ split) and the split rule. A plugin may also register a :class:`Task` built in c
 
 Parsers build examples through :class:`Labels`, which enforces one data policy for all tasks:
 
-- Sequences hold the 20 standard amino acids, X (unknown) and the rare codes U
-  (selenocysteine), O (pyrrolysine), B (D or N) and Z (E or Q). Rare codes are kept verbatim;
-  each backbone family maps them as its vocabulary needs (ProtT5 and one-hot: to X; ESM2 has
-  tokens for them). Anything else, lowercase included, is an error: nothing is rewritten.
+- Sequences are checked against the one alphabet of harness/alphabet.py (nothing is rewritten).
 - Unknown labels (the definition's ``unknown`` value, e.g. CheZOD's 999, or a 0 in a mask
   file) are masked: never trained on, never scored. NaN, non-numeric or unknown class labels,
   per-residue labels whose length differs from the sequence, empty sequences and repeated ids
@@ -33,6 +30,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from plm_bench import plugins
+from plm_bench.alphabet import check_sequence
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
 from plm_bench.tasks import metrics
@@ -40,9 +38,6 @@ from plm_bench.tasks.sources import RACY_NS, SPLITS, Source, missing, read_bytes
 
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-RARE_RESIDUES = "XUOBZ"
-_OUTSIDE_ALPHABET = re.compile(f"[^{AMINO_ACIDS}{RARE_RESIDUES}]")
 _SEPARATORS = re.compile(r"[,\s]+")
 TASK_FILES = "PLM_BENCH_TASK_FILES"  # custom task files (os.pathsep-separated) the tasks plugin registers
 
@@ -59,17 +54,6 @@ class Example:
 
 
 Splits = dict[str, list[Example]]
-
-
-def check_sequence(sequence: str, where: str) -> str:
-    """``sequence`` if it is a non-empty string over the accepted alphabet (see module doc)."""
-    if not sequence:
-        raise BenchError(f"{where}: the sequence is empty; remove the record or add its sequence")
-    bad = _OUTSIDE_ALPHABET.search(sequence)
-    if bad:
-        raise BenchError(f"{where}: the sequence has {bad.group()!r} at position {bad.start() + 1}; only "
-                         f"uppercase amino-acid letters {AMINO_ACIDS} and {RARE_RESIDUES} are accepted")
-    return sequence
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""A third-party plm-bench plugin: one backbone and one task, registered through entry points.
+"""A third-party plm-bench plugin, written from docs/plugins.md: one backbone and one task.
 
-Copy this package to start your own; nothing in plm-bench needs to change.
+Copy this package to start your own; nothing in plm-bench needs to change. Everything it uses
+comes from the package top (``from plm_bench import ...``), the published plugin contract.
 """
 
 from __future__ import annotations
@@ -8,9 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from plm_bench import hookimpl
-from plm_bench.plugins.specs import BackboneSpec
-from plm_bench.tasks.task import Example, Splits, Task
+from plm_bench import BackboneSpec, BenchError, Example, Splits, Task, hookimpl
 
 # Kyte-Doolittle hydropathy, charge at pH 7, and side-chain volume (Å^3) per residue.
 PROPERTIES = {
@@ -22,8 +21,12 @@ PROPERTIES = {
 }
 
 
-def load_physchem(source: str | None, device: str):
-    from plm_bench_example.physchem import PhysChem
+def load_physchem(source: str | None, device: str, *, dtype: str = "auto", init: str = "pretrained"):
+    """The loader signature every backbone gets. A fixed table: nothing to download (``source``
+    is unused), fp32 only (the spec's dtypes), and no weights to randomize."""
+    if init != "pretrained":
+        raise BenchError("backbone physchem is a fixed property table: it has no --init random")
+    from plm_bench_example.physchem import PhysChem  # torch only when a run needs it
 
     return PhysChem(PROPERTIES).to(device)
 

@@ -6,15 +6,17 @@ from collections.abc import Sequence
 
 import torch
 
-from plm_bench.models.backbone import Backbone, Residues, residue_mask
+from plm_bench import Backbone, Residues, residue_mask
 
 
 class PhysChem(Backbone):
+    """Three numbers per residue; ``forward`` returns them aligned 1:1 with the residues."""
+
     def __init__(self, properties: dict[str, tuple[float, ...]]) -> None:
         super().__init__()
         table = torch.tensor(list(properties.values()), dtype=torch.float32)
         table = (table - table.mean(0)) / table.std(0)
-        # unknown residues (index len(properties)) get all-zero (average) properties
+        # X and the rare codes (index len(properties)) get all-zero (average) properties
         self.register_buffer("table", torch.cat([table, torch.zeros(1, table.shape[1])]), persistent=False)
         self.index = {aa: i for i, aa in enumerate(properties)}
         self.hidden_size = table.shape[1]

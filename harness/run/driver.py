@@ -1,0 +1,89 @@
+"""The one run driver: ``bench run`` and ``bench grid`` both go through it.
+
+Skip what finished, launch the rest, store each record as it arrives. A run that raises becomes
+a failed record whichever command started it (stored, so the store shows it; a rerun retries
+it); the commands differ only in how they report. Only the driver writes the store: records
+flow back from wherever a launcher ran them, and SQLite does not survive concurrent writers on
+the network file systems that clusters share.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from plm_bench.config import RunConfig
+from plm_bench.errors import BenchError
+from plm_bench.plugins.specs import LauncherSpec
+from plm_bench.results import records
+from plm_bench.results.store import Store
+
+if TYPE_CHECKING:
+    from plm_bench.run.protocol import RunContext
+
+
+def attempt(config: RunConfig, context: RunContext) -> dict:
+    """Run one config; a run that raises becomes a ``failed`` record, so the driver goes on."""
+    from plm_bench.run.protocol import environment, execute
+
+    try:
+        return execute(config, context)
+    except Exception as exc:  # recorded, not swallowed: the record carries the error
+        error = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        return records.failed(config, error, environment(context.torch_device), type(exc).__name__)
+
+
+def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False
+               ) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(to run, already finished). Failed runs are run again; ``force`` reruns everything."""
+    if force or store is None:
+        return list(configs), []
+    done = [c for c in configs if store.finished(c.hash)]
+    hashes = {c.hash for c in done}
+    return [c for c in configs if c.hash not in hashes], done
+
+
+def check_options(launcher: LauncherSpec, options: dict) -> None:
+    """Fail in one line, before anything runs, on an option the launcher does not take."""
+    try:
+        inspect.signature(launcher.launch).bind([], None, **options)
+    except TypeError as exc:
+        raise BenchError(f"launcher {launcher.name}: {exc}; drop that option or pick another --launcher") from None
+
+
+def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callable[[RunConfig], dict],
+          store: Store, options: dict | None = None,
+          on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Launch ``configs`` and store each record as it arrives; return the stored records.
+
+    A record the store refuses (say, a NaN metric) is stored as a failed run instead, so one
+    bad run never stops a grid and a rerun retries it.
+    """
+    options = options or {}
+    check_options(launcher, options)
+    expected = {c.hash: c for c in configs}
+    stored: list[dict] = []
+    stream = launcher.launch(list(configs), execute, **options)
+    try:
+        for record in stream:
+            config = expected.pop(record.get("config_hash"), None)
+            if config is None:
+                raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "
+                                 f"({record.get('config_hash')}); fix the launcher plugin")
+            try:
+                run_id = store.add(record)
+            except BenchError as exc:
+                record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
+                run_id = store.add(record)
+            stored.append({**record, "run_id": run_id})
+            if on_record:
+                on_record(stored[-1])
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()  # a launcher cancels its outstanding work when the driver stops early
+    if expected:
+        raise BenchError(f"launcher {launcher.name} returned no record for {len(expected)} runs; "
+                         "rerun the grid to retry them")
+    return stored
