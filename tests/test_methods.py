@@ -69,7 +69,7 @@ def test_each_method_lowers_the_validation_loss_at_both_levels(method, level, ti
 
 @pytest.mark.parametrize("level", ["protein", "residue"])
 def test_prefix_tuning_lowers_the_validation_loss_on_bert(level, tiny_bert, tmp_path):
-    record = trains(config(TASKS[level], tiny_bert, backbone="protbert", method="prefix", lr=1e-2), tmp_path)
+    record = trains(config(TASKS[level], tiny_bert, backbone="protbert", method="prefix"), tmp_path)
     assert record["adapter"]["peft_type"] == "PREFIX_TUNING"
     assert record["adapter"]["num_virtual_tokens"] == 20
 
