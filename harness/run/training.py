@@ -188,7 +188,7 @@ def fit_closed_form(model: Model, task: Task, train_set: list[Example], features
     entry of the history (one pass over the training data: ``epoch`` 1, with its ``strength``)."""
     started = time.perf_counter()
     rows, targets = [], []
-    for idx in batches(len(train_set), config.batch_size):
+    for idx in batches(train_set, config.batch_size):  # rows and targets stay aligned; order is immaterial
         residues = pad_features([features[i] for i in idx])
         labels, known = labels_for(task, [train_set[i] for i in idx], residues.mask)
         rows.append(model.head.design(residues.hidden, residues.mask)[known].cpu())
