@@ -214,7 +214,7 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
     print_report(
         f"Fine-tuning on {task} ({len(examples)} records, {residues:,} residues, lengths {lengths[0]}-{lengths[-1]}, "
         f"median {lengths[len(lengths) // 2]}; batch {batch_size}), one epoch, median of {repeats}",
-        rows, ["method", "path", "seconds/epoch", "residues/s", "MFU (bf16 peak)"],
+        rows, ["method", "path", "seconds/epoch", "residues/s", "MFU (measured GEMM peak)"],
         [describe_backbone(backbone_model, label, device), *notes],
     )
     if failed:
