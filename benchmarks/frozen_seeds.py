@@ -31,6 +31,7 @@ from notebook_baseline import (
     BACKBONE,
     DATA_DIR,
     DEVICE,
+    as_shipped,
     describe,
     median,
     notebook_embed,
@@ -61,6 +62,7 @@ def notebook_run(config: RunConfig, context: RunContext) -> tuple[float, float]:
     task = plugins.get("task", config.task)
     splits = limit(task.load(context.data_dir), config)
     backbone, model = build(config, task, context.torch_device)
+    as_shipped(backbone)
     features: dict[str, list] = {}
     embed_seconds = timed(lambda: features.update({name: notebook_embed(backbone, [e.sequence for e in examples])
                                                    for name, examples in splits.items()}), context.torch_device)

@@ -97,6 +97,16 @@ def load(backbone: str, *, backbone_path: str | None, init: str, device: str, dt
     return loaded
 
 
+def as_shipped(backbone: TransformerBackbone) -> TransformerBackbone:
+    """The backbone with its transformers model as shipped: padded batches through transformers'
+    SDPA attention (the harness switches ESM2 to its packed attention), as the notebooks ran it."""
+    model = backbone.model
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    model.set_attn_implementation("sdpa")
+    backbone.packs = False
+    return backbone
+
+
 def save_random_esm(backbone: str, folder: Path, seed: int = 1) -> Path:
     """Save the random-init architecture of ESM2 backbone ``backbone`` like a hub checkpoint
     (weights, config and ESM2's vocab.txt), so every seed of a run loads the *same* weights

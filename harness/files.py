@@ -5,9 +5,19 @@ packaging maps them to the import names ``plm_bench_registry`` and ``plm_bench_t
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 from plm_bench.errors import BenchError
+
+CACHE_ENV = "PLM_BENCH_CACHE"
+
+
+def cache_root() -> Path:
+    """Where plm-bench keeps what it can recompute (embeddings, verified-file stamps):
+    ``$PLM_BENCH_CACHE``, else ``~/.cache/plm-bench``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "plm-bench"
 
 
 def shipped_file(package: str, name: str) -> Path:

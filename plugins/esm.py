@@ -1,4 +1,10 @@
-"""ESM2 through transformers' ``EsmModel``; ``<cls>`` and ``<eos>`` are dropped from outputs."""
+"""ESM2 through transformers' ``EsmModel``; ``<cls>`` and ``<eos>`` are dropped from outputs.
+
+ESM2 runs packed (sequences back to back, no padding): ``EsmModel`` takes rotary positions from
+``position_ids`` and hands ``cu_seq_lens_q`` on to its attention function, and its token-dropout
+rescaling depends on a sequence only through its ``<mask>`` tokens (so it is the same in both layouts),
+which residue letters never produce (tests/test_packed.py checks the equality).
+"""
 
 from __future__ import annotations
 
@@ -53,4 +59,4 @@ def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, devic
                                               suffix=["<eos>"], source=origin)
     return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
                                max_length=model.config.max_position_embeddings - 2,
-                               adapter_targets=spec.adapter_targets)
+                               adapter_targets=spec.adapter_targets, packs=True)

@@ -15,9 +15,10 @@ from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 from plm_bench import plugins
 from plm_bench.alphabet import AMINO_ACIDS
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.backbone import PACKED_ATTENTION, chunk_spans, load_backbone, resolve_dtype
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import RunContext, embed_all
+from plm_bench.run.training import batches
 from plm_bench.tasks.task import Example
 from plm_bench_plugins.backbones import spec_from_entry
 
@@ -75,8 +76,11 @@ def test_ids_follow_the_familys_documented_usage_and_outputs_drop_special_tokens
 
 
 def test_attention_runs_through_pytorch_sdpa(family):
-    _, _, backbone = family
-    assert backbone.model.config._attn_implementation == "sdpa"
+    """ESM2 packs (per-sequence SDPA, transformers' SDPA for padded calls); the others pad."""
+    fixture, _, backbone = family
+    packed = fixture == "tiny_esm"
+    assert backbone.packs == packed
+    assert backbone.model.config._attn_implementation == (PACKED_ATTENTION if packed else "sdpa")
 
 
 def test_batched_equals_one_at_a_time(family):
@@ -147,8 +151,37 @@ def test_length_buckets_respect_the_budget_and_cover_every_index():
     assert [lengths[i] for i in batches[0]] == [3, 5, 7]  # padded size 21 instead of 3 x 5000
     assert [9] in batches  # longer than the budget: alone
     shuffled = length_buckets(lengths, 100, 3, generator=torch.Generator().manual_seed(0))
-    assert sorted(map(tuple, shuffled)) == sorted(map(tuple, batches))
+    lengths_of = sorted(tuple(lengths[i] for i in b) for b in shuffled)  # one pool: the same groups, ties aside
+    assert lengths_of == sorted(tuple(lengths[i] for i in b) for b in batches)
     assert shuffled == length_buckets(lengths, 100, 3, generator=torch.Generator().manual_seed(0))
+
+
+def padded_positions(batches: list[list[int]], lengths: list[int]) -> int:
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_training_batches_are_length_grouped_seeded_and_differ_between_epochs():
+    """training.batches: every example once per epoch in batches of exactly 8 (the last one
+    excepted), the same batches for the same seed, other batches next epoch, and far less
+    padding than batches drawn at random."""
+    lengths = torch.randint(30, 1000, (1000,), generator=torch.Generator().manual_seed(3)).tolist()
+    examples = [Example(f"r{i}", "A" * n, 0.0) for i, n in enumerate(lengths)]
+
+    def epochs(seed: int) -> list[list[list[int]]]:
+        generator = torch.Generator().manual_seed(seed)
+        return [batches([len(e.sequence) for e in examples], 8, generator) for _ in range(2)]
+
+    first, second = epochs(1)
+    for epoch in (first, second):
+        assert sorted(i for b in epoch for i in b) == list(range(1000))
+        assert sorted(len(b) for b in epoch) == [8] * 125
+    assert epochs(1) == [first, second]
+    assert first != second and epochs(2)[0] != first
+    assert sorted(map(sorted, first)) != sorted(map(sorted, second))  # new groups, not just a new order
+    at_random = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).tolist()
+    random_batches = [at_random[i:i + 8] for i in range(0, 1000, 8)]
+    assert padded_positions(first, lengths) < 1.1 * sum(lengths) < padded_positions(random_batches, lengths) / 1.3
+    assert batches(lengths, 8) == length_buckets(lengths, None, 8)  # prediction: short to long, no shuffle
 
 
 def test_precision_follows_family_limits(tiny_prott5, tiny_esm):

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, EsmModel
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their shared module as run from there
 
+import cpu_peak  # noqa: E402
 import embedding_throughput  # noqa: E402
 import finetune_throughput  # noqa: E402
 import frozen_seeds  # noqa: E402
@@ -74,6 +75,7 @@ def test_embedding_script_reports_its_ratio_and_equal_outputs(tiny_esm, data_dir
                  "--data-dir", str(data_dir), "--per-task", "3", "--max-residues", "300", "--repeats", "1")
     assert result.exit_code == 0, result.output
     assert "ratio ours/notebook:" in result.output and "outputs equal: yes" in result.output
+    assert "packed" in result.output and "MFU ours:" in result.output and "measured GEMM peak" in result.output
 
 
 def test_embedding_check_fails_when_the_fast_path_computes_something_else(tiny_esm, data_dir, monkeypatch):
@@ -108,3 +110,20 @@ def test_memory_script_compares_full_and_lora(tiny_esm):
     assert result.exit_code == 0, result.output
     assert "32 residues" in result.output and "longest in 0.5 GiB" in result.output
     assert "outputs equal: yes" in result.output
+
+
+def test_cpu_peak_measures_both_precisions_and_mfu_divides_by_it(monkeypatch):
+    result = run(cpu_peak.main, "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    assert "fp32" in result.output and "bf16" in result.output and "GFLOP/s" in result.output
+    rate, size = cpu_peak.gemm_peak("cpu", torch.float32)
+    assert rate > 1e8 and size in cpu_peak.SIZES  # a real rate: even a loaded 2-core VM does > 0.1 GFLOP/s
+    monkeypatch.setattr(cpu_peak, "gemm_peak", lambda device, dtype: (100e9, 1024))
+    assert cpu_peak.mfu(30e9, 0.5, "cpu", torch.float32) == "60.0%"  # 60 GFLOP/s of a 100 GFLOP/s peak
+
+
+def test_the_notebook_side_runs_transformers_attention_as_shipped(tiny_esm):
+    loaded = notebook_baseline.load("esm2-8m", backbone_path=str(tiny_esm), init="pretrained", device="cpu")
+    assert loaded.packs  # the harness packs ESM2 ...
+    shipped = notebook_baseline.as_shipped(loaded)
+    assert not shipped.packs and shipped.model.config._attn_implementation == "sdpa"  # ... the notebooks did not

@@ -58,7 +58,8 @@ def test_frozen_runs_embed_each_sequence_once_across_seeds_heads_and_learning_ra
     forward = EsmModel.forward
 
     def counting(self, input_ids=None, **kwargs):
-        embedded.append(int(input_ids.shape[0]))
+        packed = kwargs.get("cu_seq_lens_q")  # ESM2 runs packed: one row, sequences back to back
+        embedded.append(int(input_ids.shape[0]) if packed is None else len(packed) - 1)
         return forward(self, input_ids=input_ids, **kwargs)
 
     monkeypatch.setattr(EsmModel, "forward", counting)

@@ -63,6 +63,7 @@ class Backbone(nn.Module):
     max_length: int | None = None
     long_policy: str = "error"
     special_tokens: int = 0  # tokens a sequence gets besides its residues (for --max-tokens)
+    packs: bool = False  # offers forward_packed; the padded tokenize + forward is the fallback
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs for a batch, padded to the longest sequence in *this* batch."""
@@ -71,13 +72,23 @@ class Backbone(nn.Module):
     def forward(self, **inputs: torch.Tensor) -> Residues:
         raise NotImplementedError
 
+    def forward_packed(self, sequences: Sequence[str]) -> torch.Tensor:
+        """Optional (set ``packs``): the sequences' per-residue states back to back,
+        ``[sum(lengths), H]``, computed without padding.
+
+        Packing runs the token-wise layers (most of the FLOPs) on real residues only and attends
+        within each sequence, so no compute goes to padding and no attention mask is needed.
+        """
+        raise NotImplementedError
+
     @property
     def device(self) -> torch.device:
         tensors = (*self.parameters(), *self.buffers())
         return tensors[0].device if tensors else torch.device("cpu")
 
-    def embed(self, sequences: Sequence[str], ids: Sequence[str] | None = None) -> Residues:
+    def embed(self, sequences: Sequence[str], ids: Sequence[str] | None = None, tokens: bool = False) -> Residues:
         """Tokenize and run on the backbone's device; ``ids`` name the records in errors.
+        ``tokens``: the caller reads the token-level states, which only the padded forward gives.
 
         Sequences longer than ``max_length`` fail naming their record (policy ``error``) or are
         cut into overlapping windows whose per-residue outputs are stitched back into one
@@ -92,7 +103,7 @@ class Backbone(nn.Module):
         if limit is not None and any(len(s) > limit for s in sequences):
             residues = self._run_chunked(sequences, limit)
         else:
-            residues = self._run(sequences)
+            residues = self._run(sequences, packed=self.packs and not tokens)
         check_finite(residues, names, self.name)
         return residues
 
@@ -111,7 +122,9 @@ class Backbone(nn.Module):
                     "leave the record out"
                 )
 
-    def _run(self, sequences: Sequence[str]) -> Residues:
+    def _run(self, sequences: Sequence[str], packed: bool | None = None) -> Residues:
+        if self.packs if packed is None else packed:
+            return unpack(self.forward_packed(sequences), [len(s) for s in sequences])
         device = self.device
         return self(**{k: v.to(device) for k, v in self.tokenize(sequences).items()})
 
@@ -140,6 +153,13 @@ def check_finite(residues: Residues, names: Sequence[str], backbone: str) -> Non
             f"backbone {backbone} produced NaN/inf activations in {dtype} for record(s) "
             f"{', '.join(names[i] for i in bad[:5])}: rerun with --dtype fp32 (or bf16 instead of fp16)"
         )
+
+
+def unpack(flat: torch.Tensor, lengths: Sequence[int]) -> Residues:
+    """Back-to-back rows ``[sum(lengths), H]`` as the padded :class:`Residues` heads consume."""
+    mask = residue_mask(lengths).to(flat.device)
+    hidden = flat.new_zeros((*mask.shape, flat.shape[-1]))
+    return Residues(hidden.masked_scatter(mask.unsqueeze(-1), flat), mask)
 
 
 def residue_mask(lengths: Sequence[int]) -> torch.Tensor:
@@ -233,12 +253,63 @@ class ResidueVocabulary:
             attention_mask[r, : len(row)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
+    def encode_packed(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The same tokens back to back in one row: ``input_ids`` and ``position_ids`` ``[1, T]``
+        (positions restart at 0 for every sequence), ``cu_seq_lens`` ``[B + 1]`` (where each
+        sequence's tokens start, then ``T``) and ``residues`` (the row of every residue's token)."""
+        rows = [[*self.prefix, *(self.ids.get(c, self.unknown) for c in s), *self.suffix] for s in sequences]
+        sizes = torch.tensor([len(r) for r in rows])
+        cu_seq_lens = torch.zeros(len(rows) + 1, dtype=torch.int32)
+        cu_seq_lens[1:] = sizes.cumsum(0)
+        starts = cu_seq_lens[:-1].long().repeat_interleave(sizes)
+        position_ids = torch.arange(int(cu_seq_lens[-1])) - starts
+        residue_starts = cu_seq_lens[:-1].long() + len(self.prefix)
+        residues = torch.cat([torch.arange(len(s)) + int(a) for s, a in zip(sequences, residue_starts, strict=True)])
+        return {"input_ids": torch.tensor([t for r in rows for t in r]).unsqueeze(0),
+                "position_ids": position_ids.unsqueeze(0), "cu_seq_lens": cu_seq_lens, "residues": residues}
+
+
+PACKED_ATTENTION = "plm_bench_packed"  # the transformers attention implementation packing needs
+
+
+def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, or, given ``cu_seq_lens_q`` (packed input, one row), SDPA
+    within each sequence: ``[1, heads, T, d]`` in, ``[1, T, heads, d]`` out like every
+    transformers attention function. Padded calls are exactly transformers' SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    sizes = bounds.diff().tolist()
+    out = [nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
+           for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), strict=True)]
+    return torch.cat(out, 2).transpose(1, 2).contiguous(), None
+
+
+def enable_packing(model: nn.Module) -> None:
+    """Switch a transformers model whose attention goes through ``ALL_ATTENTION_FUNCTIONS`` (and
+    passes its keyword arguments on) to :func:`packed_attention`; padded masks stay SDPA's."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    ALL_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, packed_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(PACKED_ATTENTION)
+
 
 class TransformerBackbone(Backbone):
-    """A transformers encoder (``last_hidden_state``) read through a :class:`ResidueVocabulary`."""
+    """A transformers encoder (``last_hidden_state``) read through a :class:`ResidueVocabulary`.
+
+    With ``packs`` the family has checked that its model computes each sequence of a packed row
+    as if alone, given per-sequence ``position_ids`` and :func:`packed_attention`.
+    """
 
     def __init__(self, model: nn.Module, vocabulary: ResidueVocabulary, *, name: str, max_length: int | None,
-                 adapter_targets: Sequence[str]) -> None:
+                 adapter_targets: Sequence[str], packs: bool = False) -> None:
         super().__init__()
         self.model = model
         self.vocabulary = vocabulary
@@ -247,6 +318,9 @@ class TransformerBackbone(Backbone):
         self.adapter_targets = tuple(adapter_targets)
         self.hidden_size = model.config.hidden_size
         self.special_tokens = len(vocabulary.prefix) + len(vocabulary.suffix)
+        self.packs = packs
+        if packs:
+            enable_packing(model)
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         return {**self.vocabulary.encode(sequences), "lengths": torch.tensor([len(s) for s in sequences])}
@@ -257,6 +331,15 @@ class TransformerBackbone(Backbone):
         # residue i of every row sits at start + i; suffix and padding fall outside the mask
         return Residues(hidden[:, start:start + max(lengths_list)], residue_mask(lengths_list).to(hidden.device),
                         tokens=hidden, token_mask=attention_mask.bool())
+
+    def forward_packed(self, sequences: Sequence[str]) -> torch.Tensor:
+        inputs = {k: v.to(self.device) for k, v in self.vocabulary.encode_packed(sequences).items()}
+        bounds = inputs["cu_seq_lens"]
+        longest = int(bounds.diff().max())
+        hidden = self.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
+                            cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=longest,
+                            max_length_k=longest).last_hidden_state
+        return hidden[0, inputs["residues"]]
 
 
 def load_backbone(spec: BackboneSpec, source: str | None, device: torch.device | str, *, dtype: str = "auto",

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 from plm_bench.errors import BenchError
+from plm_bench.files import CACHE_ENV, cache_root
 from plm_bench.tasks.sources import current_umask
 from plm_bench.tasks.task import Example
 
-CACHE_ENV = "PLM_BENCH_CACHE"
 FORMAT_VERSION = 2  # bump when the layout or the meaning of an entry changes (2: checksum trailer)
 CHUNK_ELEMENTS = 1 << 26  # residues x hidden per call of the embedding function (256 MiB at fp32)
 TRAILER = b"plm-bench-sha1:"  # then the 20-byte digest: the last bytes of an entry
@@ -55,8 +55,7 @@ Embed = Callable[[list[Example]], list[torch.Tensor]]
 
 def default_folder() -> Path:
     """``$PLM_BENCH_CACHE/embeddings``, else ``~/.cache/plm-bench/embeddings``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "plm-bench") / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def fingerprint(module: nn.Module) -> str:

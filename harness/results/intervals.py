@@ -1,7 +1,10 @@
 """Uncertainty: bootstrap CIs over test proteins, and 95% CIs of a mean over seeds.
 
 The bootstrap resamples whole proteins (also for residue tasks, whose residues are not
-independent), re-scoring the task's primary metric on each resample.
+independent), re-scoring the task's primary metric on each resample. A resample is a count of
+draws per protein, so for the usual primary metrics (Spearman, Pearson, accuracy, Q3, Q8) all
+resamples are scored at once as weighted statistics over the proteins' residues, equal to
+scoring each resample's pooled multiset; other metrics score resample by resample.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from statistics import mean, stdev
 
 import numpy as np
 from scipy import stats
+from scipy.stats import rankdata
 
 from plm_bench.errors import BenchError
-from plm_bench.tasks.metrics import score
+from plm_bench.tasks.metrics import classes_of, pooled, score
 from plm_bench.tasks.task import Example, Task
+
+BLOCK_ELEMENTS = 1 << 23  # resamples x scored values per block of the vectorized scores (64 MiB of float64)
 
 
 def bootstrap_ci(task: Task, examples: list[Example], predictions: list[np.ndarray], seed: int,
@@ -22,13 +28,83 @@ def bootstrap_ci(task: Task, examples: list[Example], predictions: list[np.ndarr
     """Percentile CI of the primary metric over proteins resampled with replacement."""
     rng = np.random.default_rng(seed)
     n = len(examples)
-    scores = []
-    for _ in range(resamples):
-        picks = rng.integers(0, n, size=n)
-        scores.append(score(task, [examples[i] for i in picks], [predictions[i] for i in picks]))
+    picks = np.stack([rng.integers(0, n, size=n) for _ in range(resamples)])  # the same draws as one at a time
+    if task.metric in WEIGHTED:
+        scores = weighted_scores(task, examples, predictions, picks)
+    else:
+        scores = [score(task, [examples[i] for i in row], [predictions[i] for i in row]) for row in picks]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def weighted_scores(task: Task, examples: list[Example], predictions: list[np.ndarray],
+                    picks: np.ndarray) -> np.ndarray:
+    """The primary metric of every resample (row of ``picks``, the proteins drawn), in blocks of
+    resamples: protein tasks score the drawn values directly (ranked per row for Spearman);
+    residue tasks weight each protein's residues by how often the protein was drawn."""
+    y_true, y_pred = pooled(task, examples, predictions)
+    n = len(examples)
+    per_row = n if task.level == "protein" else len(y_true)
+    block = max(1, BLOCK_ELEMENTS // max(1, per_row))
+    rows = [picks[start:start + block] for start in range(0, len(picks), block)]
+    if task.level == "protein":
+        if task.metric not in CORRELATIONS:
+            correct = (classes_of(y_pred) == y_true).astype(np.float64)
+            return np.concatenate([correct[r].mean(1) for r in rows])
+        ranked = task.metric == "spearman"
+        return np.concatenate([pearson_rows(*(rankdata(v[r], axis=1) if ranked else v[r] for v in (y_true, y_pred)))
+                               for r in rows])
+    known = [len(e.sequence) if e.mask is None else int(np.count_nonzero(e.mask)) for e in examples]
+    owner = np.repeat(np.arange(n), known)  # the protein of each pooled residue
+    counts = [np.stack([np.bincount(row, minlength=n) for row in r]).astype(np.float64) for r in rows]
+    if task.metric not in CORRELATIONS:
+        correct = np.bincount(owner, classes_of(y_pred) == y_true, minlength=n)
+        return np.concatenate([c @ correct / (c @ np.asarray(known, np.float64)) for c in counts])
+    if task.metric == "spearman":
+        below = [below_half_ties(v, owner, n) for v in (y_true, y_pred)]
+        return np.concatenate([pearson_rows(c @ below[0] + 0.5, c @ below[1] + 0.5, c[:, owner]) for c in counts])
+    return np.concatenate([pearson_rows(y_true, y_pred, c[:, owner]) for c in counts])
+
+
+def below_half_ties(values: np.ndarray, owner: np.ndarray, proteins: int) -> np.ndarray:
+    """``[proteins, N]``: how many of protein ``p``'s values are below value ``j``, plus half of
+    those equal to it. A resample drawing protein ``p`` ``c_p`` times gives value ``j`` the
+    average rank ``sum_p c_p * this + 1/2`` in its pooled multiset (scipy's ``rankdata``)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_value = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(new_value)
+    group = np.cumsum(new_value) - 1  # each sorted position's run of equal values
+    last = np.r_[starts[1:], len(values)] - 1
+    mine = np.zeros((proteins, len(values)))
+    mine[owner[order], np.arange(len(values))] = 1
+    through = np.cumsum(mine, 1)  # [p, k]: protein p's values among the first k + 1 sorted ones
+    strictly_below = (through - mine)[:, starts[group]]
+    up_to = through[:, last[group]]
+    out = np.empty_like(mine)
+    out[:, order] = (strictly_below + up_to) / 2
+    return out
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Pearson r of each row of ``(x, y)`` (``[R, N]``, or ``[N]`` shared by all rows), each pair
+    counted ``weights`` times; 0 where either side is constant, as
+    :func:`plm_bench.tasks.metrics.spearman` and ``pearson`` score it."""
+    w = np.ones(np.broadcast_shapes(np.shape(x), np.shape(y))) if weights is None else weights
+    total = w.sum(1, keepdims=True)
+    if (total < 2).any():
+        raise BenchError(f"a bootstrap resample has {int(total.min())} scored values; correlations need at least 2")
+    dx = x - (w * x).sum(1, keepdims=True) / total
+    dy = y - (w * y).sum(1, keepdims=True) / total
+    vx, vy = (w * dx * dx).sum(1), (w * dy * dy).sum(1)
+    spread = (vx > 1e-12 * (w * x * x).sum(1)) & (vy > 1e-12 * (w * y * y).sum(1))
+    r = (w * dx * dy).sum(1) / np.sqrt(np.where(spread, vx * vy, 1.0))
+    return np.where(spread, np.clip(r, -1.0, 1.0), 0.0)
+
+
+CORRELATIONS = ("spearman", "pearson")
+WEIGHTED = (*CORRELATIONS, "accuracy", "q3", "q8")  # primary metrics scored for all resamples at once
 
 
 CI_RULES = ("t", "normal")

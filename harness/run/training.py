@@ -25,6 +25,7 @@ from torch import nn
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
 from plm_bench.results.artifacts import trainable_state
+from plm_bench.run.batching import length_buckets
 from plm_bench.tasks.task import Example, Task
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class Model(nn.Module):
 
     def forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
         residues = pad_features(features) if self.backbone is None else self.backbone.embed(
-            [e.sequence for e in batch], [e.id for e in batch]
+            [e.sequence for e in batch], [e.id for e in batch], tokens=self.tokens
         )
         device = residues.hidden.device
         mask = residues.mask.to(device)
@@ -146,6 +147,10 @@ class Units:
     def residues(self, idx: Sequence[int]) -> int:
         return len(idx) if self.residue_level else sum(len(self.examples[i].sequence) for i in idx)
 
+    def lengths(self) -> list[int]:
+        """Each unit's length, which training batches are grouped by (a residue is 1 long)."""
+        return [1] * self.count if self.residue_level else [len(e.sequence) for e in self.examples]
+
     def loss(self, model: Model, idx: Sequence[int], device: torch.device) -> torch.Tensor:
         """Summed loss of units ``idx``."""
         if self.residue_level:
@@ -159,10 +164,14 @@ class Units:
         return loss_sum(self.task, output, labels.to(device), known.to(device))
 
 
-def batches(n: int, size: int, generator: torch.Generator | None = None) -> list[list[int]]:
-    """Index batches; shuffled when a generator is given (training), in order otherwise."""
-    order = torch.randperm(n, generator=generator).tolist() if generator else list(range(n))
-    return [order[i:i + size] for i in range(0, n, size)]
+def batches(lengths: Sequence[int], size: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    """Index batches of ``size`` items of similar length (:func:`length_buckets`); seeded and
+    different every epoch when a generator is given (training), short to long otherwise.
+
+    No residue budget: a training batch holds the configured number of examples, as the study's
+    (memory is the OOM backoff's business, which keeps the effective batch).
+    """
+    return length_buckets(lengths, max_residues=None, max_items=size, generator=generator)
 
 
 @dataclass
@@ -249,7 +258,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
     context.progress.training(len(splits["train"]))
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = batches(units.count, config.batch_size, generator)
+        order = batches(units.lengths(), config.batch_size, generator)
         checks = {max(0, round(len(order) * j / config.val_per_epoch) - 1) for j in range(1, config.val_per_epoch + 1)}
         steps_bar = context.progress.add_task(f"epoch {epoch}", total=len(order))
         for b, idx in enumerate(order):
@@ -297,7 +306,8 @@ def fit_closed_form(model: Model, task: Task, train_set: list[Example], features
     started = time.perf_counter()
     context.progress.training(len(train_set))
     rows, targets = [], []
-    for idx in batches(len(train_set), config.batch_size):
+    # rows and targets stay aligned; their order is immaterial
+    for idx in batches([len(e.sequence) for e in train_set], config.batch_size):
         residues = pad_features([features[i] for i in idx])
         labels, known = labels_for(task, [train_set[i] for i in idx], residues.mask)
         rows.append(model.head.design(residues.hidden, residues.mask)[known].cpu())
@@ -370,12 +380,12 @@ def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Opti
 def predict(model: Model, examples: list[Example], features: list | None, batch_size: int) -> list[np.ndarray]:
     """Per-example predictions: a value or class scores, or per-residue arrays of those."""
     model.eval()
-    out: list[np.ndarray] = []
-    for idx in batches(len(examples), batch_size):
+    out: list[np.ndarray | None] = [None] * len(examples)
+    for idx in batches([len(e.sequence) for e in examples], batch_size):
         batch = [examples[i] for i in idx]
         output, _ = model(batch, features and [features[i] for i in idx])
         output = output.float().cpu().numpy()
-        for row, e in enumerate(batch):
+        for row, (i, e) in enumerate(zip(idx, batch, strict=True)):
             value = output[row] if output.ndim == 2 else output[row, : len(e.sequence)]
-            out.append(value.squeeze(-1) if value.shape[-1] == 1 else value)
-    return out
+            out[i] = value.squeeze(-1) if value.shape[-1] == 1 else value
+    return out  # type: ignore[return-value]

@@ -18,20 +18,23 @@ Downloads and the archive members read into memory are capped in size.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from plm_bench.errors import BenchError
+from plm_bench.files import cache_root
 
 SPLITS = ("train", "valid", "test")
 HEX = {"sha256": 64, "git_blob": 40, "git_tree": 40}
@@ -44,6 +47,7 @@ unverified_reads: set[str] = set()  # unverified files read by this process; a r
 
 def unverified_allowed() -> bool:
     return os.environ.get(ALLOW_UNVERIFIED, "") not in ("", "0")
+RACY_NS = 2_000_000_000  # files modified more recently than this are hashed every time (see stamped_digest)
 
 
 def default_data_dir() -> Path:
@@ -152,18 +156,55 @@ def git_tree_of(folder: Path, members: Iterable[str]) -> str:
 
 def status(path: Path, source: Source) -> str:
     """``present`` (checksum verified), ``unverified`` (no published checksum), ``missing``
-    or ``corrupt``."""
+    or ``corrupt``. A file verified before and unchanged since (same size and mtime) is not
+    hashed again: see :func:`stamped_digest`."""
     if source.members:
         if not path.is_dir() or any(not (path / m).is_file() for m in source.members):
             return "missing"
-        return "present" if git_tree_of(path, source.members) == source.git_tree else "corrupt"
+        files = [path / m for m in sorted(source.members)]
+        digest = stamped_digest(files, "git_tree", lambda: git_tree_of(path, source.members))
+        return "present" if digest == source.git_tree else "corrupt"
     if not path.is_file():
         return "missing"
     if source.sha256:
-        return "present" if sha256_of(path) == source.sha256 else "corrupt"
+        return "present" if stamped_digest([path], "sha256", lambda: sha256_of(path)) == source.sha256 else "corrupt"
     if source.git_blob:
-        return "present" if git_blob_of(path) == source.git_blob else "corrupt"
+        return "present" if stamped_digest([path], "git_blob", lambda: git_blob_of(path)) == source.git_blob \
+            else "corrupt"
     return "unverified"
+
+
+def stamped_digest(files: list[Path], kind: str, compute: Callable[[], str]) -> str:
+    """``compute()``, the ``kind`` digest of ``files``, remembered in a stamp under
+    ``cache_root()/verified`` with each file's size and mtime: while those are unchanged the
+    stamp answers and nothing is re-read (hashing a large archive costs seconds per run).
+
+    A stamp only ever stores what ``compute`` returned for files of exactly that size and mtime,
+    so a changed file misses; files modified in the last ``RACY_NS`` get no stamp, since a write
+    within the same timestamp tick would leave size and mtime as they were. A stamp that cannot
+    be written just means hashing next time.
+    """
+    facts = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    key = json.dumps([kind, facts])
+    stamp = cache_root() / "verified" / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
+    try:
+        saved = json.loads(stamp.read_text())
+        if saved["key"] == key:
+            return saved["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no stamp yet, or an unreadable one: hash
+    digest = compute()
+    if time.time_ns() - max(mtime for _, _, mtime in facts) < RACY_NS:
+        return digest  # could still change within its mtime's tick, unseen (git's "racy" files): no stamp
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=stamp.parent, suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            json.dump({"key": key, "digest": digest}, out)
+        os.replace(temporary, stamp)  # atomic: concurrent runs read a whole stamp or none
+    except OSError:
+        pass  # a read-only cache costs a re-hash next run, nothing else
+    return digest
 
 
 def how_to_supply(task: str, source: Source, path: Path) -> str:

@@ -28,6 +28,7 @@ import hashlib
 import math
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from plm_bench.alphabet import check_sequence
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
 from plm_bench.tasks import metrics
-from plm_bench.tasks.sources import SPLITS, Source, missing, read_bytes, readable_text, status
+from plm_bench.tasks.sources import RACY_NS, SPLITS, Source, missing, read_bytes, readable_text, status
 
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
@@ -412,8 +413,19 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
                   for f in definition.get("forms", [top_level_form(definition)]))
     folder = definition.get("folder", "")
 
+    parsed: dict[tuple, Splits] = {}  # per process: the seeds of one invocation parse the files once
+
     def load(data_dir: Path, splits: Sequence[str] = SPLITS) -> Splits:
+        """The splits, parsed again only when a file of the task's folder changed (size, mtime)."""
         root = base if base is not None else Path(data_dir) / (folder or name)
+        facts = file_facts(root)
+        key = (str(root.resolve()), tuple(splits), facts)
+        result = parsed.get(key) or parse(root, splits)
+        if time.time_ns() - max((mtime for *_, mtime in facts), default=0) >= RACY_NS:
+            parsed[key] = result  # files just written could change unseen within their mtime's tick
+        return {split: list(examples) for split, examples in result.items()}
+
+    def parse(root: Path, splits: Sequence[str]) -> Splits:
         raw_needed = rule.raw_splits(splits)
         form = next((f for f in forms if not f.missing(root, raw_needed)), None)
         if form is None:
@@ -434,6 +446,13 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
                 classes=labels.classes, description=definition.get("description", ""),
                 secondary_metrics=tuple(definition.get("secondary_metrics", ())),
                 folder=folder, forms=forms, load=load)
+
+
+def file_facts(root: Path) -> tuple:
+    """Path, size and mtime of every file under ``root``: what tells a parse still current."""
+    if not root.is_dir():
+        return ()
+    return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()))
 
 
 def top_level_form(definition: dict) -> dict:
