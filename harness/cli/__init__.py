@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from plm_bench.cli import data, embed, grid, leaderboard, listing, models, predict, profile, run, runs
+from plm_bench.cli import data, embed, grid, leaderboard, listing, models, predict, profile, report, run, runs
 from plm_bench.cli.common import err_console
 from plm_bench.errors import BenchError
 
@@ -32,6 +32,6 @@ def main() -> None:
     """plm-bench: does fine-tuning this protein language model help, and at what cost?"""
 
 
-for command in (listing.list_, run.run, grid.grid, leaderboard.leaderboard, runs.runs, runs.show, predict.predict,
-                embed.embed, profile.profile, data.data, models.models):
+for command in (listing.list_, run.run, grid.grid, leaderboard.leaderboard, report.report, runs.runs, runs.show,
+                predict.predict, embed.embed, profile.profile, data.data, models.models):
     main.add_command(command)
