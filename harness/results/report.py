@@ -119,7 +119,8 @@ def pyplot():
 def svg(fig) -> str:
     """The figure as inline SVG markup (no XML prolog), and the figure closed."""
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(buffer, format="svg", bbox_inches="tight",
+                metadata={"Date": None, "Creator": None, "Format": None, "Type": None})  # no <metadata> block
     pyplot().close(fig)
     text = buffer.getvalue()
     return text[text.index("<svg"):]
@@ -380,19 +381,22 @@ def fine_tune_advice(conditions: list[Group], paired: lb.Report | None, task: st
         return ("No fine-tuned run pairs with a frozen run of the same settings and seeds, so whether "
                 "fine-tuning pays is not measured; run both methods with the same seeds.")
     g, cell, rule = max(tuned, key=lambda t: t[1].mean if up else -t[1].mean)
-    twin = min(frozen, key=lambda f: f.config["backbone"] != g.config["backbone"]) if frozen else None
+    # the cost baseline: the frozen condition closest to the fine-tuned one (its backbone, then its head)
+    twin = min(frozen, key=lambda f: (f.config["backbone"] != g.config["backbone"],
+                                      f.config["head"] != g.config["head"])) if frozen else None
     cost = f" for {ratio(g, twin)} the total time of frozen {twin.config['backbone']}" if twin else ""
     what = f"{g.config['method']} on {g.config['backbone']}"
     if cell.half_width is None:
         return (f"Fine-tuning with {what}: {cell.mean:+.3f} {metric} over frozen on one shared seed{cost}; "
                 "no CI, so not enough to decide; run at least 3 seeds of each.")
     change = f"{cell.mean:+.3f} ± {cell.half_width:.3f} {metric} (paired over {cell.n} seeds; Figure-1 rule: {rule})"
-    if "gain" in cell.flags:
-        strict = "" if rule.endswith("gain") else ("; the paired CI excludes 0, the stricter Figure-1 rule does not "
+    better, worse = ("gain", "loss") if up else ("loss", "gain")  # the delta's flags are by sign, not by merit
+    if better in cell.flags:
+        strict = "" if rule.endswith(better) else ("; the paired CI excludes 0, the stricter Figure-1 rule does not "
                                                     "call it")
         return f"Fine-tune with {what}: {change}{cost}{strict}."
-    if "loss" in cell.flags:
-        return f"Keep the backbone frozen: fine-tuning with {what} loses {change}{cost}."
+    if worse in cell.flags:
+        return f"Keep the backbone frozen: fine-tuning with {what} is worse by {change}{cost}."
     return (f"Fine-tuning is not shown to help: the best fine-tuned condition, {what}, changes it by {change}, "
             f"a CI that includes 0,{cost}; stay frozen unless more seeds narrow it.")
 
