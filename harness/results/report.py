@@ -158,10 +158,12 @@ def marks(cell: lb.Cell, figure1: str | None) -> str:
     return paired + ("†" if figure1 and figure1.split()[-1] in ("gain", "loss") else "")
 
 
-def cost_chart(task: str, conditions: list[Group], fields: Sequence[str], better: bool) -> str:
-    """Test metric vs each cost, with seed CIs, the Pareto front drawn as a line."""
+def cost_chart(task: str, conditions: list[Group], better: bool) -> str:
+    """Test metric vs each cost, with seed CIs, the Pareto front drawn as a line; points are
+    numbered in ``conditions``' order (the section's text names them)."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(COST_VIEWS), figsize=(4.2 * len(COST_VIEWS), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(COST_VIEWS), figsize=(4.2 * len(COST_VIEWS), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, view in zip(axes[0], COST_VIEWS, strict=True):
         spent = {i: g.cost(view) for i, g in enumerate(conditions)}
         points = {i: (g.cell.mean, spent[i]) for i, g in enumerate(conditions) if not math.isnan(spent[i])}
@@ -170,10 +172,11 @@ def cost_chart(task: str, conditions: list[Group], fields: Sequence[str], better
             g = conditions[i]
             ax.errorbar(spent, score, yerr=g.cell.half_width or 0, fmt="o", capsize=3,
                         color="#c0392b" if i in on else "#7f8c8d")
-            ax.annotate(g.name(fields), (spent, score), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.annotate(str(i + 1), (spent, score), fontsize=7, xytext=(4, 4), textcoords="offset points")
         line = sorted((points[i] for i in on), key=lambda p: p[1])
         ax.plot([p[1] for p in line], [p[0] for p in line], "-", color="#c0392b", linewidth=1)
-        if points and min(p[1] for p in points.values()) > 0:
+        costs = [p[1] for p in points.values()]
+        if costs and min(costs) > 0 and max(costs) > 10 * min(costs):  # log only where it spans a decade
             ax.set_xscale("log")
         ax.set_xlabel(view)
         ax.set_ylabel(f"test {metric_name(conditions)}")
@@ -258,7 +261,9 @@ def cost_section(by_task: dict[str, list[Group]], records: list[dict], metric: s
                         "condition is at least as good for less).")
     for task, conditions in by_task.items():
         fields = varying(conditions) or ["backbone", "method"]
-        section.charts.append(cost_chart(task, conditions, fields, lb.higher_is_better(metric) is not False))
+        section.charts.append(cost_chart(task, conditions, lb.higher_is_better(metric) is not False))
+        section.text.append(f"{task} points ({' / '.join(fields)}): "
+                            + "; ".join(f"{i + 1} = {g.name(fields)}" for i, g in enumerate(conditions)))
     section.tables.append(lb.pareto(records, "total (s)", metric, ci))
     return section
 
