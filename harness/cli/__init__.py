@@ -12,7 +12,20 @@ import threading
 
 import click
 
-from plm_bench.cli import data, embed, grid, leaderboard, listing, models, predict, profile, run, runs, status
+from plm_bench.cli import (
+    data,
+    embed,
+    grid,
+    leaderboard,
+    listing,
+    models,
+    predict,
+    profile,
+    report,
+    run,
+    runs,
+    status,
+)
 from plm_bench.cli.common import err_console, literal
 from plm_bench.errors import BenchError
 
@@ -41,6 +54,6 @@ def main() -> None:
     """plm-bench: does fine-tuning this protein language model help, and at what cost?"""
 
 
-for command in (listing.list_, run.run, grid.grid, status.status, leaderboard.leaderboard, runs.runs, runs.show,
-                predict.predict, embed.embed, profile.profile, data.data, models.models):
+for command in (listing.list_, run.run, grid.grid, status.status, leaderboard.leaderboard, report.report, runs.runs,
+                runs.show, predict.predict, embed.embed, profile.profile, data.data, models.models):
     main.add_command(command)

@@ -445,13 +445,22 @@ def pareto(records: list[dict], cost: str = "total (s)", metric: str | None = No
     better = 1 if table.higher_is_better is not False else -1
     report = Report(f"Pareto front per task: test {metric or 'primary metric'} vs {cost}", table.label_columns,
                     ["test", cost, "on front"], caption=table.caption, higher_is_better=table.higher_is_better)
-    for key, row in table.rows.items():
-        rivals = [r for k, r in table.rows.items() if k[0] == key[0] and k != key]
-        score, spent = better * row["test"].mean, row[cost]
-        dominated = any(better * r["test"].mean >= score and r[cost] <= spent
-                        and (better * r["test"].mean > score or r[cost] < spent) for r in rivals)
-        report.rows[key] = {"test": row["test"], cost: spent, "on front": "no" if dominated else "yes"}
+    for task in {key[0] for key in table.rows}:
+        rows = {k: r for k, r in table.rows.items() if k[0] == task}
+        on = front({k: (r["test"].mean, r[cost]) for k, r in rows.items()}, better > 0)
+        for key, row in rows.items():
+            report.rows[key] = {"test": row["test"], cost: row[cost], "on front": "yes" if key in on else "no"}
+    report.rows = dict(sorted(report.rows.items()))
     return report
+
+
+def front(points: dict, higher_is_better: bool = True) -> set:
+    """Keys of the (score, cost) points no other point dominates (at least as good for no more
+    cost, and better or cheaper)."""
+    better = 1 if higher_is_better else -1
+    return {key for key, (score, spent) in points.items()
+            if not any(better * s >= better * score and c <= spent and (better * s > better * score or c < spent)
+                       for k, (s, c) in points.items() if k != key)}
 
 
 @cache
@@ -550,8 +559,14 @@ td.best { background: #eaf5ea; font-weight: 700; }
 
 
 def render_html(report: Report) -> str:
-    """A self-contained page (inline CSS, no network): numbers right-aligned in tabular figures,
-    each CI as ± and as a bar on the column's scale, the best mean per column marked."""
+    """A self-contained page (inline CSS, no network) holding the report's table."""
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(report.title)}'
+            f"</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n{html_table(report)}</body>\n</html>\n")
+
+
+def html_table(report: Report) -> str:
+    """The report as an HTML table and its notes: numbers right-aligned in tabular figures, each
+    CI as ± and as a bar on the column's scale, the best mean per column marked."""
     numeric = cell_columns(report)
     tops = best(report)
     scale = {}
@@ -585,10 +600,8 @@ def render_html(report: Report) -> str:
         for key, cells in report.rows.items())
     notes = "".join(f"<p>{html.escape(n)}</p>" for n in report.caption)
     marked = "<p>Shaded bold: the best mean of each column.</p>" if tops else ""
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(report.title)}'
-            f"</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n<table>\n<caption>{html.escape(report.title)}"
-            f"</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
-            f'<div class="notes">{notes}{marked}</div>\n</body>\n</html>\n')
+    return (f"<table>\n<caption>{html.escape(report.title)}</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+            f'{body}\n</tbody>\n</table>\n<div class="notes">{notes}{marked}</div>\n')
 
 
 def heatmap(report: Report, path: Path) -> None:

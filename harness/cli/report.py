@@ -1,0 +1,44 @@
+"""``bench report``: the store's answer per task (fine-tune or not, at what cost) as one page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from plm_bench.cli.common import console, data_dir_option, store_option
+from plm_bench.cli.leaderboard import filter_options, selected
+
+
+@click.command()
+@store_option()
+@filter_options
+@click.option("--smoke", is_flag=True, help="Include smoke runs (--limit-train/--limit-eval), hidden by default.")
+@click.option("--metric", help="Test metric to report (default: each task's primary metric).")
+@click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
+              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule).")
+@click.option("--overlap", is_flag=True,
+              help="Add a leakage summary: align every test protein of the report's tasks against their training "
+                   "sets (as `bench data overlap`; seconds for disorder, minutes for the large tasks).")
+@data_dir_option("Task data folder for --overlap (default $PLM_BENCH_DATA).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the report here.")
+def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...], methods: tuple[str, ...],
+           where: tuple[str, ...], smoke: bool, metric: str | None, ci: str, overlap: bool, data_dir: Path | None,
+           fmt: str, output: Path) -> None:
+    """One self-contained page from the store: fine-tuned − frozen heatmap with significance, accuracy vs
+    cost with Pareto fronts, learning curves, sensitivity to varying settings, leakage, and a
+    recommendation per task."""
+    from plm_bench.results import report as rp
+    from plm_bench.tasks.sources import default_data_dir
+
+    records, notes = selected(store, tasks, backbones, methods, where, smoke)
+    found = None
+    if overlap:
+        found = []
+        for task in sorted({r["config"]["task"] for r in records}):
+            found.append(rp.leakage(task, data_dir or default_data_dir()))
+            console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
+    output.write_text(rp.render(rp.build(records, metric, ci, found, notes), fmt))
+    console.print(f"{fmt} report written to {output}", highlight=False)
