@@ -9,28 +9,14 @@ wheel, because the package's own runner does not import under transformers 5.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import BertConfig, BertModel
 
-from plm_bench.errors import BenchError
-from plm_bench.models.backbone import (
-    ResidueVocabulary,
-    TransformerBackbone,
-    architecture,
-    resolve_dtype,
-    synthetic_vocab,
-    weights_source,
-)
-from plm_bench.models.hub import from_pretrained, load_model
-from plm_bench.plugins.specs import BackboneSpec
-
-SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0-4 in ProtBERT's and AntiBERTy's vocabularies
-ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max_position_embeddings")
+from plm_bench_plugins.transformer_family import Family
+from plm_bench_plugins.transformer_family import load as load_family
 
 
 def bert_config(arch: Mapping[str, Any]) -> BertConfig:
@@ -41,38 +27,9 @@ def bert_config(arch: Mapping[str, Any]) -> BertConfig:
     )
 
 
-def packaged_checkpoint(spec: BackboneSpec, entry: Mapping[str, Any]) -> tuple[Path, Path]:
-    """The model folder and vocab.txt inside an installed package (``package``, ``checkpoint``
-    and ``vocab`` in the registry entry), found without importing the package."""
-    found = importlib.util.find_spec(entry["package"])
-    folders = [Path(f) for f in (found.submodule_search_locations or [])] if found else []
-    for folder in folders:
-        if (folder / entry["checkpoint"] / "config.json").is_file() and (folder / entry["vocab"]).is_file():
-            return folder / entry["checkpoint"], folder / entry["vocab"]
-    raise BenchError(f"backbone {spec.name}: its weights ship in the {entry['package']} package, which is not "
-                     f"installed (or lacks {entry['checkpoint']}); run pip install 'plm-bench[{spec.name}]'")
-
-
-def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, device: str, *,
-         dtype: str = "auto", init: str = "pretrained") -> TransformerBackbone:
-    torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)
-    if init == "random":
-        arch = architecture(entry, ARCHITECTURE, spec.name)
-        with torch.device(device):  # built in place: no CPU copy of a big model
-            model = BertModel(bert_config(arch), add_pooling_layer=False)
-        vocab, origin = synthetic_vocab(SPECIALS, arch["vocab_size"]), f"{spec.name} (random init)"
-    elif source is None and "package" in entry:
-        folder, vocab_file = packaged_checkpoint(spec, entry)
-        origin = str(folder)
-        model = load_model(BertModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
-        vocab = {token: i for i, token in enumerate(vocab_file.read_text().splitlines())}
-    else:
-        origin = weights_source(spec, source)
-        model = load_model(BertModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
-        vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
-    vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="[UNK]", pad="[PAD]", prefix=["[CLS]"],
-                                              suffix=["[SEP]"], rare_to_x=entry.get("rare_to_x", False),
-                                              source=origin)
-    return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
-                               max_length=model.config.max_position_embeddings - 2,
-                               adapter_targets=spec.adapter_targets)
+BERT = Family(BertModel, bert_config, ("layers", "hidden_size", "heads", "ffn_size", "vocab_size",
+                                       "max_position_embeddings"),
+              specials=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),  # ids 0-4 in ProtBERT's and AntiBERTy's
+              unknown="[UNK]", pad="[PAD]", prefix=("[CLS]",), suffix=("[SEP]",),
+              model_kwargs={"add_pooling_layer": False})
+load = partial(load_family, BERT)

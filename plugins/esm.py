@@ -9,24 +9,13 @@ which residue letters never produce (tests/test_packed.py checks the equality).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-import torch
-from transformers import AutoTokenizer, EsmConfig, EsmModel
+from transformers import EsmConfig, EsmModel
 
-from plm_bench.models.backbone import (
-    ResidueVocabulary,
-    TransformerBackbone,
-    architecture,
-    resolve_dtype,
-    synthetic_vocab,
-    weights_source,
-)
-from plm_bench.models.hub import from_pretrained, load_model
-from plm_bench.plugins.specs import BackboneSpec
-
-SPECIALS = ("<cls>", "<pad>", "<eos>", "<unk>")  # ids 0-3 in every ESM2 vocabulary
-ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "max_position_embeddings")
+from plm_bench_plugins.transformer_family import Family
+from plm_bench_plugins.transformer_family import load as load_family
 
 
 def esm_config(arch: Mapping[str, Any]) -> EsmConfig:
@@ -43,20 +32,9 @@ def esm_config(arch: Mapping[str, Any]) -> EsmConfig:
     )
 
 
-def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, device: str, *,
-         dtype: str = "auto", init: str = "pretrained") -> TransformerBackbone:
-    torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)
-    if init == "random":
-        arch = architecture(entry, ARCHITECTURE, spec.name)
-        with torch.device(device):  # built in place: no CPU copy of a big model
-            model = EsmModel(esm_config(arch), add_pooling_layer=False)
-        vocab, origin = synthetic_vocab(SPECIALS, arch["vocab_size"]), f"{spec.name} (random init)"
-    else:
-        origin = weights_source(spec, source)
-        model = load_model(EsmModel, origin, spec.family, add_pooling_layer=False, dtype=torch_dtype)
-        vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
-    vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="<unk>", pad="<pad>", prefix=["<cls>"],
-                                              suffix=["<eos>"], source=origin)
-    return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
-                               max_length=model.config.max_position_embeddings - 2,
-                               adapter_targets=spec.adapter_targets, packs=True)
+ESM2 = Family(EsmModel, esm_config, ("layers", "hidden_size", "heads", "ffn_size", "vocab_size",
+                                      "max_position_embeddings"),
+              specials=("<cls>", "<pad>", "<eos>", "<unk>"),  # ids 0-3 in every ESM2 vocabulary
+              unknown="<unk>", pad="<pad>", prefix=("<cls>",), suffix=("<eos>",), packs=True,
+              model_kwargs={"add_pooling_layer": False})
+load = partial(load_family, ESM2)

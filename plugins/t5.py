@@ -11,26 +11,13 @@ never fp16 (its activations overflow), and has no position table, hence no maxim
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-import torch
-from transformers import AutoTokenizer, T5Config, T5EncoderModel
+from transformers import T5Config, T5EncoderModel
 
-from plm_bench.models.backbone import (
-    ResidueVocabulary,
-    TransformerBackbone,
-    architecture,
-    resolve_dtype,
-    synthetic_vocab,
-    weights_source,
-)
-from plm_bench.models.hub import from_pretrained, load_model
-from plm_bench.plugins.specs import BackboneSpec
-
-SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0-2 in every T5 vocabulary
-ARCHITECTURE = ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "d_kv", "feed_forward_proj",
-                "relative_attention_num_buckets", "relative_attention_max_distance")
-SENTENCEPIECE_WORD = "\u2581"  # the word marker sentencepiece puts before each space-separated residue
+from plm_bench_plugins.transformer_family import Family
+from plm_bench_plugins.transformer_family import load as load_family
 
 
 def t5_config(arch: Mapping[str, Any]) -> T5Config:
@@ -44,23 +31,11 @@ def t5_config(arch: Mapping[str, Any]) -> T5Config:
     )
 
 
-def load(spec: BackboneSpec, entry: Mapping[str, Any], source: str | None, device: str, *,
-         dtype: str = "auto", init: str = "pretrained") -> TransformerBackbone:
-    torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)
-    prefix = [entry["prefix"]] if "prefix" in entry else []
-    if init == "random":
-        arch = architecture(entry, ARCHITECTURE, spec.name)
-        with torch.device(device):  # built in place: no CPU copy of a big model
-            model = T5EncoderModel(t5_config(arch))
-        vocab = synthetic_vocab([*SPECIALS, *prefix], arch["vocab_size"], SENTENCEPIECE_WORD)
-        origin = f"{spec.name} (random init)"
-    else:
-        origin = weights_source(spec, source)
-        model = load_model(T5EncoderModel, origin, spec.family, dtype=torch_dtype)
-        vocab = from_pretrained(AutoTokenizer, origin).get_vocab()
-    marker = SENTENCEPIECE_WORD if SENTENCEPIECE_WORD + "A" in vocab else ""
-    vocabulary = ResidueVocabulary.from_vocab(vocab, unknown="<unk>", pad="<pad>", prefix=prefix, suffix=["</s>"],
-                                              word_marker=marker, rare_to_x=entry.get("rare_to_x", False),
-                                              source=origin)
-    return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
-                               max_length=None, adapter_targets=spec.adapter_targets)
+T5 = Family(T5EncoderModel, t5_config, ("layers", "hidden_size", "heads", "ffn_size", "vocab_size", "d_kv",
+                                         "feed_forward_proj", "relative_attention_num_buckets",
+                                         "relative_attention_max_distance"),
+            specials=("<pad>", "</s>", "<unk>"),  # ids 0-2 in every T5 vocabulary
+            unknown="<unk>", pad="<pad>", suffix=("</s>",),
+            word_marker="\u2581",  # sentencepiece's marker before each space-separated residue (ProtT5)
+            positions=False)  # relative attention: no position table, no maximum length
+load = partial(load_family, T5)

@@ -11,7 +11,7 @@ from transformers import BertForMaskedLM
 from plm_bench import plugins
 from plm_bench.files import registry
 from plm_bench.models.backbone import load_backbone
-from plm_bench_plugins.bert import packaged_checkpoint
+from plm_bench_plugins.transformer_family import packaged_checkpoint
 
 pytest.importorskip("antiberty", reason="install the test extra: pip install -e '.[test]' (pulls in antiberty)")
 

@@ -23,7 +23,6 @@ never "already done" with a stale result.
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import math
 import os
@@ -44,7 +43,17 @@ from plm_bench.alphabet import check_sequence
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
 from plm_bench.tasks import metrics
-from plm_bench.tasks.sources import RACY_NS, SPLITS, Source, missing, read_bytes, readable_text, status
+from plm_bench.tasks.sources import (
+    RACY_NS,
+    SPLITS,
+    Source,
+    missing,
+    read_bytes,
+    readable_text,
+    sha256_of,
+    stamped_digest,
+    status,
+)
 
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
@@ -508,22 +517,11 @@ def custom_task_name(path: Path, definition: dict) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's content (``missing`` when absent: loading then says how to supply it);
-    each file version is read once per process."""
-    try:
-        stat = path.stat()
-    except OSError:
+    """sha256 of a file's content (``missing`` when absent: loading then says how to supply it),
+    read again only when the file's size or mtime changed (sources.stamped_digest)."""
+    if not path.is_file():
         return "missing"
-    return _content_digest(path, stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return stamped_digest([path], "sha256", lambda: sha256_of(path))
 
 
 def use_task_file(path: Path) -> str:
