@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plm_bench import hookimpl
+from plm_bench.files import atomic_file
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.results import records
 from plm_bench_plugins.ray_launcher import launch_on_ray
@@ -114,9 +115,8 @@ def worker_main(job: Path, driver: int) -> None:
     exit_with(driver)
     execute, config = pickle.loads(job.with_suffix(".in").read_bytes())
     record = execute(config)
-    temporary = job.with_suffix(".out.tmp")
-    temporary.write_text(json.dumps(record))
-    os.replace(temporary, job.with_suffix(".out"))
+    with atomic_file(job.with_suffix(".out")) as replacement:  # the driver never reads half a record
+        replacement.path.write_text(json.dumps(record))
 
 
 @hookimpl

@@ -64,7 +64,7 @@ def bench(*args: str):
 
 
 def leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob(".*") if p.name.endswith((".part", ".stale"))]
+    return [p for p in folder.rglob(".*") if p.name.endswith((".part", ".tmp", ".stale"))]
 
 
 def test_checksums_identify_the_upstream_files(data_dir):

@@ -15,10 +15,10 @@ from transformers import EsmModel
 
 from plm_bench import plugins
 from plm_bench.errors import BenchError
+from plm_bench.files import current_umask
 from plm_bench.models import embeddings
 from plm_bench.models.embeddings import EmbeddingCache, fingerprint
 from plm_bench.run.protocol import execute
-from plm_bench.tasks.sources import current_umask
 from plm_bench.tasks.task import Example, Task
 
 HIDDEN = 4

@@ -19,12 +19,12 @@ from plm_bench import plugins
 from plm_bench.cli import main
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
+from plm_bench.files import current_umask
 from plm_bench.results import artifacts
 from plm_bench.results.store import Store
 from plm_bench.run import protocol
 from plm_bench.run.predict import write_csv
 from plm_bench.run.protocol import execute
-from plm_bench.tasks.sources import current_umask
 from plm_bench.tasks.task import TASK_FILES, Example, Task
 
 

@@ -30,7 +30,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,8 +40,7 @@ import torch
 from torch import nn
 
 from plm_bench.errors import BenchError
-from plm_bench.files import CACHE_ENV, cache_root
-from plm_bench.tasks.sources import current_umask
+from plm_bench.files import CACHE_ENV, atomic_file, cache_root
 from plm_bench.tasks.task import Example
 
 FORMAT_VERSION = 2  # bump when the layout or the meaning of an entry changes (2: checksum trailer)
@@ -152,12 +150,12 @@ class EmbeddingCache:
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.folder.mkdir(parents=True, exist_ok=True)
         sweep(self.folder)
-        handle, temporary = tempfile.mkstemp(dir=self.folder, prefix=f"{path.stem}.{temporary_tag()}.", suffix=".tmp")
         row_bytes = self.hidden_size * 2
         digests: list[bytes] = [b""] * len(examples)
         size = int(offsets[-1]) * row_bytes  # the data; the header and trailer are added once known
         try:
-            with os.fdopen(handle, "wb") as out:
+            with atomic_file(path, prefix=f"{path.stem}.{temporary_tag()}.") as replacement, \
+                    open(replacement.path, "r+b") as out:
                 np.lib.format.write_array_header_1_0(
                     out, {"descr": "<f2", "fortran_order": False, "shape": (int(offsets[-1]), self.hidden_size)})
                 start = out.tell()
@@ -185,15 +183,10 @@ class EmbeddingCache:
                                 size)
                 trailer = TRAILER + hashlib.sha1(b"".join(digests)).digest()
                 written(os.pwrite(out.fileno(), trailer, size - len(trailer)), trailer, self.folder, size)
-            os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; entries are shared
-            os.replace(temporary, path)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise no_space(self.folder, size) from None
             raise
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
 
 
 def checksum(array: np.ndarray, lengths: Sequence[int]) -> bytes:

@@ -14,8 +14,6 @@ committed, so a kill at any point leaves the old run whole.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from plm_bench.errors import BenchError
-from plm_bench.tasks.sources import current_umask, sha256_of
+from plm_bench.files import atomic_file
+from plm_bench.tasks.sources import sha256_of
 
 FORMAT = "plm-bench-trainable/1"
 
@@ -49,17 +48,12 @@ def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.to("cpu", copy=True).contiguous() for name, t in trainable_state(model).items()}
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=config_hash, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"format": FORMAT, "config_hash": config_hash})
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private; a store may be shared
-        digest = sha256_of(Path(temporary))
-        path = folder / f"{config_hash}-{digest[:16]}.safetensors"
-        os.replace(temporary, path)  # same digest: the same bytes, so replacing an old file changes nothing
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_file(folder / f"{config_hash}.safetensors", prefix=config_hash) as replacement:
+        save_file(tensors, replacement.path, metadata={"format": FORMAT, "config_hash": config_hash})
+        digest = sha256_of(replacement.path)
+        # named by content: a rerun's new file sits beside the old run's until its row commits (same
+        # digest: the same bytes, so replacing an old file changes nothing)
+        replacement.target = path = folder / f"{config_hash}-{digest[:16]}.safetensors"
     return {"file": path.name, "sha256": digest, "tensors": len(tensors),
             "parameters": sum(t.numel() for t in tensors.values())}
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from plm_bench.errors import BenchError
+from plm_bench.files import atomic_file
 from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
@@ -61,18 +62,11 @@ def pending_folder(store_path: Path) -> Path:
 
 def journal(record: dict, folder: Path) -> Path:
     """Write ``record`` atomically as ``folder/<config hash>.json`` (temp file, then rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{record['config_hash']}.json"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(record, out, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_file(path) as replacement, open(replacement.path, "w") as out:
+        json.dump(record, out, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
     return path
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from plm_bench.errors import BenchError
-from plm_bench.files import cache_root
+from plm_bench.files import atomic_file, cache_root, current_umask
 
 SPLITS = ("train", "valid", "test")
 HEX = {"sha256": 64, "git_blob": 40, "git_tree": 40}
@@ -197,11 +197,8 @@ def stamped_digest(files: list[Path], kind: str, compute: Callable[[], str]) -> 
     if time.time_ns() - max(mtime for _, _, mtime in facts) < RACY_NS:
         return digest  # could still change within its mtime's tick, unseen (git's "racy" files): no stamp
     try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=stamp.parent, suffix=".tmp")
-        with os.fdopen(handle, "w") as out:
-            json.dump({"key": key, "digest": digest}, out)
-        os.replace(temporary, stamp)  # atomic: concurrent runs read a whole stamp or none
+        with atomic_file(stamp) as replacement:  # concurrent runs read a whole stamp or none
+            replacement.path.write_text(json.dumps({"key": key, "digest": digest}))
     except OSError:
         pass  # a read-only cache costs a re-hash next run, nothing else
     return digest
@@ -355,26 +352,12 @@ def fetch_one(folder: str, source: Source, cache: Path, mirror: str | None, forc
                                           "download it yourself into that folder, or use --mirror DIR|URL")
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def place_file(location: str, source: Source, target: Path) -> bool:
     """Download to a temporary file beside ``target``, verify, rename into place (atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        download(location, temporary_path)
-        temporary_path.chmod(0o666 & ~current_umask())  # mkstemp makes it private
-        if status(temporary_path, source) == "corrupt":
+    with atomic_file(target) as replacement:
+        download(location, replacement.path)
+        if status(replacement.path, source) == "corrupt":
             raise BenchError(f"{location} differs from the checksum in the task definition: rejected, not cached")
-        os.replace(temporary_path, target)
-    finally:
-        temporary_path.unlink(missing_ok=True)
     return bool(source.checksum)
 
 
