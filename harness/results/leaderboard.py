@@ -228,6 +228,15 @@ def by_condition(records: list[dict], metric: str | None) -> dict[str, dict[str,
     return cells
 
 
+BASELINE_FLAG = "≤ trivial baseline"
+
+
+def not_above_baseline(records: list[dict]) -> set[tuple[str, str]]:
+    """(row key, task) of conditions with a seed that does not clear its trivial baseline (the
+    record's ``baseline``: train mean or majority class, paired bootstrap margin)."""
+    return {(row_key(r), r["config"][COLUMN]) for r in records if r.get("baseline", {}).get("clears") is False}
+
+
 def smoke_flag(records: list[dict]) -> Callable[[str], tuple[str, ...]]:
     """Row key -> ("smoke",) for the rows of smoke runs, so they stay marked wherever shown."""
     keys = {row_key(r) for r in records if smoke(r)}
@@ -253,11 +262,15 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         raise BenchError("the study's reference values are for each task's primary metric; drop --metric")
     notes = check_metric(records, metric)
     cells, flagged = by_condition(records, metric), smoke_flag(records)
+    trivial = not_above_baseline(records)
     conditions = {key: json.loads(key) for key in cells}
     labels, caption = layout(conditions.values(), by)
     tasks = sorted({task for per_task in cells.values() for task in per_task})
     report = Report(titled("", metric, ci), tuple(labels), list(tasks), caption=caption + notes,
                     higher_is_better=higher_is_better(metric))
+    if trivial:
+        report.caption.append(f"{BASELINE_FLAG}: a seed whose 95% interval of squared error (regression) or accuracy "
+                              "holds the training mean's or majority class's value")
     others = 0
     for key, per_task in sorted(cells.items(), key=lambda kv: label(conditions[kv[0]], labels)):
         c = conditions[key]
@@ -265,7 +278,8 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         comparable = json.loads(c.get("protocol", "null")) == STUDY_PROTOCOL and json.loads(c["init"]) == "pretrained"
         others += reference and not comparable
         for task, seeds in per_task.items():
-            cell = aggregate(list(seeds.values()), ci, flagged(key))
+            cell = aggregate(list(seeds.values()), ci, flagged(key) + ((BASELINE_FLAG,) if (key, task) in trivial
+                                                                        else ()))
             if reference:
                 study = study_reference().get((json.loads(c["backbone"]), task, json.loads(c["method"])))
                 if study and comparable:

@@ -26,7 +26,7 @@ from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
 from plm_bench.plugins.specs import HeadSpec
-from plm_bench.results import artifacts, records
+from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
@@ -104,6 +104,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     artifact = artifacts.save(model, context.artifact_dir, config.hash) if context.artifact_dir else None
     test_predictions = predictions("test")
     low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
+    versus = baselines.margin(task, splits["train"], splits["test"], test_predictions, seed=config.seed)
     eval_seconds = time.perf_counter() - eval_started
     return records.finished(
         config,
@@ -113,6 +114,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "test": evaluate(task, splits["test"], test_predictions),  # primary and secondary metrics
         },
         test_ci={"low": low, "high": high, "level": 0.95, "resampled": "proteins"},
+        baseline=versus,
         checkpoints=checkpoints,
         early_stopping={
             "patience": config.patience, "min_delta": config.min_delta,

@@ -1,0 +1,62 @@
+"""Every record carries its trivial baseline, hand-checked, and one-hot GB1 is flagged against it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from plm_bench.cli import main
+from plm_bench.results import leaderboard as lb
+from plm_bench.results.baselines import margin, trivial_predictions
+from plm_bench.results.store import Store
+from plm_bench.tasks.task import Example, Task
+
+REGRESSION = Task("r", "protein", "regression", "spearman", load=lambda d: {})
+CLASSES = Task("c", "protein", "classification", "accuracy", load=lambda d: {}, classes=("a", "b"))
+RESIDUES = Task("res", "residue", "regression", "spearman", load=lambda d: {})
+
+
+def test_regression_margin_is_the_mse_the_model_saves_over_the_train_mean():
+    train = [Example(f"t{i}", "MK", float(v)) for i, v in enumerate((1, 2, 3))]  # mean 2
+    test = [Example("a", "MK", 1.0), Example("b", "MK", 3.0)]
+    assert [float(p) for p in trivial_predictions(REGRESSION, train, test)] == [2.0, 2.0]
+    found = margin(REGRESSION, train, test, [np.float32(1.5), np.float32(2.5)], seed=0)
+    # model: (0.5² + 0.5²) / 2 = 0.25; mean: (1² + 1²) / 2 = 1
+    assert (found["trivial"], found["metric"]) == ("train mean", "mse")
+    assert found["model"] == pytest.approx(0.25) and found["baseline"] == pytest.approx(1.0)
+    assert found["margin"] == pytest.approx(0.75)
+    assert found["margin_ci"]["low"] == pytest.approx(0.75)  # every resample saves 0.75
+    assert found["clears"] and found["model_ci"]["high"] < found["baseline"]
+
+
+def test_classification_margin_is_accuracy_over_the_majority_class():
+    train = [Example("t1", "MK", 0), Example("t2", "MK", 0), Example("t3", "MK", 1)]  # majority: a
+    test = [Example("a", "MK", 0), Example("b", "MK", 1), Example("c", "MK", 1)]
+    model = [np.array([2.0, 0.0]), np.array([0.0, 1.0]), np.array([0.0, 3.0])]  # all right
+    found = margin(CLASSES, train, test, model, seed=0)
+    assert (found["trivial"], found["metric"]) == ("majority class", "accuracy")
+    assert found["model"] == pytest.approx(1.0) and found["baseline"] == pytest.approx(1 / 3)
+
+
+def test_residue_baseline_pools_known_residues_only():
+    train = [Example("t", "MKV", np.array([1.0, 3.0, 999.0]), mask=np.array([True, True, False]))]  # mean 2
+    test = [Example("a", "MK", np.array([2.0, 4.0]))]
+    found = margin(RESIDUES, train, test, [np.array([2.0, 4.0])], seed=0)
+    assert found["baseline"] == pytest.approx((0 + 4) / 2) and found["model"] == pytest.approx(0.0)
+
+
+def test_onehot_on_gb1_does_not_clear_the_train_mean_and_is_flagged(data_dir, tmp_path):
+    """Mean-pooled one-hot is amino-acid composition; GB1 varies at 4 positions: its Spearman looks
+    like a result, its squared error barely differs from predicting the mean (biotrainer: 1.670 vs 1.689)."""
+    store = tmp_path / "s.sqlite"
+    result = CliRunner().invoke(main, ["run", "--backbone", "onehot", "--task", "gb1", "--data-dir", str(data_dir),
+                                       "--store", str(store), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    [record] = Store(store).records()
+    assert record["baseline"]["baseline"] == pytest.approx(1.6897, abs=1e-3)  # the train mean's test MSE
+    assert record["baseline"]["clears"] is False, record["baseline"]
+    versus = record["baseline"]
+    assert versus["model_ci"]["low"] < versus["baseline"] < versus["model_ci"]["high"]
+    cell = next(iter(lb.leaderboard([record]).rows.values()))["gb1"]
+    assert lb.BASELINE_FLAG in cell.flags
