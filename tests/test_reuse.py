@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from robustness import TASK_TOML
 
 from plm_bench.results import intervals
 from plm_bench.results.intervals import bootstrap_ci
@@ -21,15 +22,7 @@ from plm_bench_plugins.tasks import task_from_file
 
 CSV = "id,sequence,label,split\n" + "".join(f"p{i},{'ACDEFGHIKL'[i % 10] * 12},{i},{s}\n"
                                             for i, s in enumerate(["train"] * 6 + ["valid"] * 3 + ["test"] * 3))
-TOML = """
-level = "protein"
-type = "regression"
-metric = "spearman"
-format = "csv"
-file = "data.csv"
-split_column = "split"
-id_column = "id"
-"""
+TOML = TASK_TOML
 
 
 def age(path, seconds: float) -> None:

@@ -23,23 +23,22 @@ if TYPE_CHECKING:
     from plm_bench.tasks.task import Example, Task
 
 
-def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Spearman rank correlation. Constant predictions carry no ranking, so they score 0
-    (scipy would return NaN, which must never reach a table)."""
-    if len(y_true) < 2:
-        raise BenchError(f"Spearman needs at least 2 scored values, got {len(y_true)}")
-    if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
-        return 0.0
-    return float(spearmanr(y_true, y_pred).statistic)
+def correlation(name: str, statistic: Callable) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A correlation metric from scipy's ``statistic``. Constant values carry no ranking or
+    co-variation, so they score 0 (scipy would return NaN, which must never reach a table)."""
+
+    def correlate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        if len(y_true) < 2:
+            raise BenchError(f"{name} needs at least 2 scored values, got {len(y_true)}")
+        if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
+            return 0.0
+        return float(statistic(y_true, y_pred).statistic)
+
+    return correlate
 
 
-def pearson(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Pearson correlation; constant values score 0, as for :func:`spearman`."""
-    if len(y_true) < 2:
-        raise BenchError(f"Pearson needs at least 2 scored values, got {len(y_true)}")
-    if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
-        return 0.0
-    return float(pearsonr(y_true, y_pred).statistic)
+spearman = correlation("Spearman", spearmanr)
+pearson = correlation("Pearson", pearsonr)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
