@@ -6,9 +6,9 @@ ranks variants (Spearman 0.36) while its squared error barely beats the mean's. 
 therefore taken on the metric where a constant predictor is defined (mean squared error for
 regression, which a constant's correlation of 0 hides; the primary metric for classification),
 and a result clears its baseline when the baseline's value lies outside the result's own 95%
-bootstrap interval on that metric, on the model's better side (as the study's Figure-1 rule asks
-a difference to exceed the intervals). The paired margin over the same resamples is recorded too:
-it can be certain and still negligible (GB1 one-hot saves 0.024 of an MSE of 1.69, CI [0.021,
+bootstrap interval on that metric, on the model's better side (a difference must exceed the
+uncertainty, as the Figure-1 rule of Schmirler et al. asks it to exceed both CIs). The paired
+margin over the same resamples is recorded too: it can be certain and still negligible (GB1 one-hot saves 0.024 of an MSE of 1.69, CI [0.021,
 0.027], while the baseline sits inside the result's own interval).
 """
 

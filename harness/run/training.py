@@ -169,7 +169,8 @@ def batches(lengths: Sequence[int], size: int, generator: torch.Generator | None
     different every epoch when a generator is given (training), short to long otherwise.
 
     No residue budget: a training batch holds the configured number of examples, as the study's
-    (memory is the OOM backoff's business, which keeps the effective batch).
+    Trainer batches did (8 or 1 sequences, its Table S12), though grouped by length where it
+    shuffled; memory is the OOM backoff's business, which keeps the effective batch.
     """
     return length_buckets(lengths, max_residues=None, max_items=size, generator=generator)
 
