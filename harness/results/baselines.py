@@ -8,8 +8,9 @@ regression, which a constant's correlation of 0 hides; the primary metric for cl
 and a result clears its baseline when the baseline's value lies outside the result's own 95%
 bootstrap interval on that metric, on the model's better side (a difference must exceed the
 uncertainty, as the Figure-1 rule of Schmirler et al. asks it to exceed both CIs). The paired
-margin over the same resamples is recorded too: it can be certain and still negligible (GB1 one-hot saves 0.024 of an MSE of 1.69, CI [0.021,
-0.027], while the baseline sits inside the result's own interval).
+margin over the same resamples is recorded too: it can be certain and still negligible (GB1
+one-hot saves 0.024 of an MSE of 1.69, CI [0.021, 0.027], while the baseline sits inside the
+result's own interval).
 """
 
 from __future__ import annotations
