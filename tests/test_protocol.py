@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -170,8 +169,12 @@ def test_killed_run_leaves_a_consistent_store_and_the_rerun_completes(tmp_path, 
     command = [sys.executable, "-c", "from plm_bench.cli import main; main()", "run", "--backbone", "onehot",
                "--task", "gb1", "--data-dir", str(data_dir), "--epochs", "40", "--limit-train", "600",
                "--limit-eval", "300", "--store", str(store)]
-    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(7)  # imports and data take ~5 s, then 40 epochs of training
+    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Kill on the second epoch's progress line, not after a fixed sleep: a fast machine
+    # finishes all 40 epochs within any sleep long enough for a slow one to start training.
+    for line in victim.stdout:
+        if "epoch 2.00/40" in line:
+            break
     assert victim.poll() is None, "the run finished before it could be killed; make it longer"
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
