@@ -58,5 +58,26 @@ def test_onehot_on_gb1_does_not_clear_the_train_mean_and_is_flagged(data_dir, tm
     assert record["baseline"]["clears"] is False, record["baseline"]
     versus = record["baseline"]
     assert versus["model_ci"]["low"] < versus["baseline"] < versus["model_ci"]["high"]
-    cell = next(iter(lb.leaderboard([record]).rows.values()))["gb1"]
-    assert lb.BASELINE_FLAG in cell.flags
+    # The default 10 epochs end with validation Spearman still rising (biotrainer saw it in 3 of 3 seeds)
+    assert record["early_stopping"]["still_improving"] is True
+    assert record["checkpoints"]["best-of-N"]["step"] == len(record["history"])
+    board = lb.leaderboard([record])
+    cell = next(iter(board.rows.values()))["gb1"]
+    assert cell.flags == (lb.BASELINE_FLAG, lb.IMPROVING_FLAG)
+    assert any(line.startswith(f"{lb.IMPROVING_FLAG}: ") for line in board.caption)
+
+
+def test_still_improving_only_when_every_epoch_ran_and_the_last_evaluation_was_best():
+    from plm_bench.run.protocol import still_improving
+    from plm_bench.run.training import Checkpoint, Outcome
+
+    def outcome(valids: list[float], stopped: float | None = None, **extra) -> Outcome:
+        history = [{"epoch": float(i), "step": i, "valid": v, **extra} for i, v in enumerate(valids, 1)]
+        best = max(history, key=lambda h: h["valid"])
+        checkpoint = Checkpoint(best["epoch"], best["step"], best["valid"], 0.0, 0.0, {})
+        return Outcome(history, checkpoint, checkpoint, stopped, float(len(valids)), 1, [], 0.0, 0, 0)
+
+    assert still_improving(outcome([0.1, 0.2, 0.3]))
+    assert not still_improving(outcome([0.1, 0.3, 0.2]))  # peaked before the end
+    assert not still_improving(outcome([0.1, 0.2, 0.3], stopped=3.0))  # patience ended it
+    assert not still_improving(outcome([0.1, 0.2], strength=1.0))  # a probe's strengths are no trajectory

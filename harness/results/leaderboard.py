@@ -229,12 +229,27 @@ def by_condition(records: list[dict], metric: str | None) -> dict[str, dict[str,
 
 
 BASELINE_FLAG = "≤ trivial baseline"
+IMPROVING_FLAG = "still improving"
+# What each seed-level flag means, for the caption of a report that shows it.
+SEED_FLAGS = {
+    BASELINE_FLAG: "a seed whose 95% interval of squared error (regression) or accuracy holds the training "
+                   "mean's or majority class's value",
+    IMPROVING_FLAG: "a seed whose best validation was its last: it ran every epoch still improving; raise "
+                    "--epochs or set --patience",
+}
 
 
-def not_above_baseline(records: list[dict]) -> set[tuple[str, str]]:
-    """(row key, task) of conditions with a seed that does not clear its trivial baseline (the
-    record's ``baseline``: train mean or majority class, paired bootstrap margin)."""
-    return {(row_key(r), r["config"][COLUMN]) for r in records if r.get("baseline", {}).get("clears") is False}
+def seed_flags(records: list[dict]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(row key, task) -> the flags of conditions with a seed that does not clear its trivial
+    baseline (the record's ``baseline``) or that ended still improving."""
+    flags: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in records:
+        key = (row_key(r), r["config"][COLUMN])
+        if r.get("baseline", {}).get("clears") is False:
+            flags[key].add(BASELINE_FLAG)
+        if r.get("early_stopping", {}).get("still_improving"):
+            flags[key].add(IMPROVING_FLAG)
+    return {key: tuple(f for f in SEED_FLAGS if f in found) for key, found in flags.items()}
 
 
 def smoke_flag(records: list[dict]) -> Callable[[str], tuple[str, ...]]:
@@ -262,15 +277,14 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         raise BenchError("the study's reference values are for each task's primary metric; drop --metric")
     notes = check_metric(records, metric)
     cells, flagged = by_condition(records, metric), smoke_flag(records)
-    trivial = not_above_baseline(records)
+    by_seed = seed_flags(records)
     conditions = {key: json.loads(key) for key in cells}
     labels, caption = layout(conditions.values(), by)
     tasks = sorted({task for per_task in cells.values() for task in per_task})
     report = Report(titled("", metric, ci), tuple(labels), list(tasks), caption=caption + notes,
                     higher_is_better=higher_is_better(metric))
-    if trivial:
-        report.caption.append(f"{BASELINE_FLAG}: a seed whose 95% interval of squared error (regression) or accuracy "
-                              "holds the training mean's or majority class's value")
+    shown = {f for flags in by_seed.values() for f in flags}
+    report.caption += [f"{flag}: {meaning}" for flag, meaning in SEED_FLAGS.items() if flag in shown]
     others = 0
     for key, per_task in sorted(cells.items(), key=lambda kv: label(conditions[kv[0]], labels)):
         c = conditions[key]
@@ -278,8 +292,7 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
         comparable = json.loads(c.get("protocol", "null")) == STUDY_PROTOCOL and json.loads(c["init"]) == "pretrained"
         others += reference and not comparable
         for task, seeds in per_task.items():
-            cell = aggregate(list(seeds.values()), ci, flagged(key) + ((BASELINE_FLAG,) if (key, task) in trivial
-                                                                        else ()))
+            cell = aggregate(list(seeds.values()), ci, flagged(key) + by_seed.get((key, task), ()))
             if reference:
                 study = study_reference().get((json.loads(c["backbone"]), task, json.loads(c["method"])))
                 if study and comparable:

@@ -30,7 +30,7 @@ from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
-from plm_bench.run.training import Model, predict, restore, split_loss, train
+from plm_bench.run.training import Model, Outcome, predict, restore, split_loss, train
 from plm_bench.tasks.metrics import constant_labels, evaluate, score
 from plm_bench.tasks.sources import unverified_reads
 from plm_bench.tasks.task import Example, Task
@@ -120,6 +120,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "patience": config.patience, "min_delta": config.min_delta,
             "stopped_at_epoch": outcome.stopped_at_epoch, "epochs_run": outcome.epochs_run,
             "epochs_saved": config.epochs - outcome.epochs_run,
+            "still_improving": still_improving(outcome),
         },
         history=outcome.history,
         **({"truncation": truncated} if truncated else {}),
@@ -149,6 +150,15 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         },
         environment=environment(device),
     )
+
+
+def still_improving(outcome: Outcome) -> bool:
+    """Whether training ended while validation still improved: every epoch ran and the best
+    checkpoint is the last evaluation, so more epochs (or patience) might have done better.
+    A closed-form probe, which tries each strength once, never is."""
+    fitted = bool(outcome.history) and "strength" in outcome.history[-1]
+    return (not fitted and outcome.stopped_at_epoch is None
+            and outcome.best.step == len(outcome.history))
 
 
 def dtype_name(*tensors) -> str:
