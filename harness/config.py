@@ -84,6 +84,11 @@ class RunConfig:
                                          {"type": "integer", "minimum": 0})
     backbone_path: str | None = setting(None, "Load the backbone's weights from this local directory instead "
                                         "of its hub id.", _NAME, role="table", nullable=True)
+    embeddings: str | None = setting(None, "Frozen runs: read the embeddings from this .h5/.npz file (what `bench "
+                                     "embed` writes; entries keyed by record id or sequence md5) instead of computing "
+                                     "them; --backbone names the model that wrote them (its hidden size is checked). "
+                                     "Recorded with the file's sha256, so a changed file is a new run.", _NAME,
+                                     nullable=True)
     dtype: str = setting("auto", "Precision of the backbone (families enforce their limits; auto: fp32 on CPU, "
                          "bf16 on GPUs that have it).", {"enum": ["auto", "fp32", "bf16", "fp16"]})
     init: str = setting("pretrained", "random: the architecture with random weights (how much does "
@@ -135,6 +140,13 @@ class RunConfig:
                                      f"the protocol or pass --{f.name.replace('_', '-')}")
                 filled[f.name] = chosen[f.name]
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
+        if self.embeddings:
+            if method.trains_backbone:
+                raise BenchError(f"--embeddings feeds frozen runs; method {method.name} trains the backbone, "
+                                 "which needs its weights: drop --embeddings or use --method frozen")
+            from plm_bench.models.embedding_files import identified
+
+            filled["embeddings"] = identified(self.embeddings)
         return replace(self, method=method.name, head=head, lr=lr, backbone_path=path, **filled,
                        method_options=method.resolve_options({**options, **self.method_options}))
 

@@ -37,3 +37,38 @@ def test_sequence_md5_keys_per_protein_vectors_and_errors(tmp_path):
         read(path, [Example("y", "WWW", None)])
     with pytest.raises(BenchError, match="entry short has shape \\(2, 5\\), but record short has 3 residues"):
         read(path, [Example("short", "MKV", None)])
+
+
+def test_a_frozen_run_on_an_h5_of_antiberty_embeddings_equals_the_antiberty_run(data_dir, tmp_path, monkeypatch):
+    """Bring your own embeddings: the file `bench embed` wrote gives the metrics the run computing them gives."""
+    pytest.importorskip("antiberty")
+    pytest.importorskip("h5py")
+    from plm_bench import plugins
+    from plm_bench.config import RunConfig
+    from plm_bench.results.store import Store
+    from plm_bench.run.protocol import limit
+
+    monkeypatch.setenv("PLM_BENCH_CACHE", str(tmp_path / "cache"))
+    limits = ["--limit-train", "24", "--limit-eval", "16"]
+    config = RunConfig(backbone="antiberty", task="gb1", limit_train=24, limit_eval=16)
+    splits = limit(plugins.get("task", "gb1").load(data_dir), config)
+    fasta = tmp_path / "gb1.fasta"
+    fasta.write_text("".join(f">{e.id}\n{e.sequence}\n" for split in splits.values() for e in split))
+    h5 = tmp_path / "antiberty.h5"
+    bench = CliRunner().invoke
+    assert bench(main, ["embed", "antiberty", str(fasta), "-o", str(h5)]).exit_code == 0
+    common = ["run", "--backbone", "antiberty", "--task", "gb1", "--data-dir", str(data_dir), *limits]
+    computed = bench(main, [*common, "--store", str(tmp_path / "a.sqlite")])
+    assert computed.exit_code == 0, computed.output
+    read_back = bench(main, [*common, "--embeddings", str(h5), "--store", str(tmp_path / "b.sqlite")])
+    assert read_back.exit_code == 0, read_back.output
+    [a], [b] = Store(tmp_path / "a.sqlite").records(), Store(tmp_path / "b.sqlite").records()
+    assert a["metrics"] == b["metrics"] and a["test_ci"] == b["test_ci"]
+    assert b["config"]["embeddings"] == f"{h5.resolve()}#sha256={hashlib.sha256(h5.read_bytes()).hexdigest()}"
+
+    refused = bench(main, [*common, "--embeddings", str(h5), "--method", "lora", "--store", str(tmp_path / "c.sqlite")])
+    assert refused.exit_code != 0 and "--embeddings feeds frozen runs" in refused.output
+    stored = b["config"]["embeddings"]
+    h5.write_bytes(h5.read_bytes() + b"\0")  # the file changes after the run
+    with pytest.raises(BenchError, match="changed since the run that read it"):
+        RunConfig(**{**b["config"], "embeddings": stored}).resolved()

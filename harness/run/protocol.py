@@ -12,6 +12,7 @@ import math
 import platform
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -23,8 +24,9 @@ from plm_bench import plugins
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
+from plm_bench.models import embedding_files
 from plm_bench.models.backbone import Backbone, load_backbone
-from plm_bench.models.embeddings import CachedFeatures, EmbeddingCache
+from plm_bench.models.embeddings import EmbeddingCache
 from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
@@ -220,10 +222,15 @@ def truncate(splits: dict[str, list[Example]], config: RunConfig,
 
 
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
-                    context: RunContext) -> dict[str, CachedFeatures]:
+                    context: RunContext) -> dict[str, Sequence[torch.Tensor]]:
     """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
     the entry depends on the weights, the settings below and the sequences, not on the seed,
-    head or learning rate, so those reuse it."""
+    head or learning rate, so those reuse it. With ``--embeddings`` they come from that file."""
+    if config.embeddings:
+        path = embedding_files.path_of(config.embeddings)
+        device = context.torch_device
+        return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
+                for name, examples in splits.items()}
     cache = EmbeddingCache(backbone, backbone.hidden_size, {"dtype": config.dtype, "long_policy": config.long_policy})
     embed = partial(embed_all, backbone, context=context)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
