@@ -108,6 +108,9 @@ class RunConfig:
     checkpoint: str | None = by_protocol("Report the early-stopping checkpoint, or train all epochs and "
                                          "report the best (both are recorded when all epochs run).",
                                          {"enum": ["early-stop", "best-of-N"]})
+    shuffled_labels: bool = setting(False, "Also train the head on the training labels permuted across proteins "
+                                    "(across residues for per-residue tasks) and record its test score among the "
+                                    "baselines: frozen methods only, one more head training.", {"type": "boolean"})
     limit_train: int | None = setting(None, "Use only N training examples, drawn at random with --limit-seed "
                                       "(a quick run).", _COUNT, nullable=True)
     limit_eval: int | None = setting(None, "Use only N validation and N test examples, drawn at random with "
@@ -140,6 +143,9 @@ class RunConfig:
                                      f"the protocol or pass --{f.name.replace('_', '-')}")
                 filled[f.name] = chosen[f.name]
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
+        if self.shuffled_labels and method.trains_backbone:
+            raise BenchError(f"--shuffled-labels trains a second head on frozen embeddings; with method {method.name} "
+                             "it would be a second fine-tuning: use --method frozen or drop --shuffled-labels")
         if self.embeddings:
             if method.trains_backbone:
                 raise BenchError(f"--embeddings feeds frozen runs; method {method.name} trains the backbone, "

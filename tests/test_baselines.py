@@ -30,6 +30,17 @@ def test_regression_margin_is_the_mse_the_model_saves_over_the_train_mean():
     assert found["clears"] and found["model_ci"]["high"] < found["baseline"]
 
 
+def test_the_margin_is_taken_over_the_strongest_baseline():
+    train = [Example(f"t{i}", "MK", float(v)) for i, v in enumerate((1, 2, 3))]  # mean 2: MSE 1 on test
+    test = [Example("a", "MK", 1.0), Example("b", "MK", 3.0)]
+    controls = {"untrained head": [np.float32(0.0), np.float32(0.0)],  # MSE (1 + 9) / 2 = 5
+                "shuffled labels": [np.float32(1.5), np.float32(2.5)]}  # MSE 0.25
+    found = margin(REGRESSION, train, test, [np.float32(1.0), np.float32(2.0)], seed=0, controls=controls)  # 0.5
+    assert found["baselines"] == pytest.approx({"train mean": 1.0, "untrained head": 5.0, "shuffled labels": 0.25})
+    assert found["trivial"] == "shuffled labels" and found["baseline"] == pytest.approx(0.25)
+    assert found["margin"] == pytest.approx(-0.25) and not found["clears"]
+
+
 def test_classification_margin_is_accuracy_over_the_majority_class():
     train = [Example("t1", "MK", 0), Example("t2", "MK", 0), Example("t3", "MK", 1)]  # majority: a
     test = [Example("a", "MK", 0), Example("b", "MK", 1), Example("c", "MK", 1)]
@@ -81,3 +92,39 @@ def test_still_improving_only_when_every_epoch_ran_and_the_last_evaluation_was_b
     assert not still_improving(outcome([0.1, 0.3, 0.2]))  # peaked before the end
     assert not still_improving(outcome([0.1, 0.2, 0.3], stopped=3.0))  # patience ended it
     assert not still_improving(outcome([0.1, 0.2], strength=1.0))  # a probe's strengths are no trajectory
+
+
+@pytest.mark.parametrize("level", ["protein", "residue"])
+def test_untrained_and_shuffled_label_heads_are_baselines_the_model_beats(level, tmp_path, monkeypatch):
+    """Labels that are a function of the sequence: the trained head beats the untrained one (scored by hand
+    from the same seed's initial weights) and the one trained on permuted labels, which learns no signal."""
+    from synthetic_tasks import TASKS, context, register_tasks, untrained_predictions
+
+    from plm_bench.config import RunConfig
+    from plm_bench.run.protocol import execute
+
+    register_tasks(monkeypatch)
+    monkeypatch.setenv("PLM_BENCH_CACHE", str(tmp_path / "cache"))
+    task = TASKS[level]
+    run = RunConfig(backbone="onehot", task=task.name, epochs=40, lr=1e-2, batch_size=8,
+                    shuffled_labels=True).resolved()
+    record = execute(run, context(tmp_path))
+    found = record["baseline"]
+    constant = "train mean" if level == "protein" else "majority class"
+    assert set(found["baselines"]) == {constant, "untrained head", "shuffled labels"}
+    test = task.load(tmp_path)["test"]
+    untrained = untrained_predictions(run, test, tmp_path)
+    if level == "protein":
+        by_hand = np.mean([(float(p) - e.label) ** 2 for p, e in zip(untrained, test, strict=True)])
+    else:
+        calls = np.concatenate([(p.argmax(-1) == e.label)[e.mask] for p, e in zip(untrained, test, strict=True)])
+        by_hand = calls.mean()
+    assert found["baselines"]["untrained head"] == pytest.approx(by_hand, rel=1e-5)
+    strongest = (max if level == "residue" else min)(found["baselines"].values())
+    assert found["baseline"] == strongest and found["clears"], found
+    # permuted labels teach the head the label distribution at best: the majority class, the mean
+    shuffled, prior, model = found["baselines"]["shuffled labels"], found["baselines"][constant], found["model"]
+    if level == "residue":
+        assert shuffled <= prior + 0.05 and prior < model, found["baselines"]
+    else:
+        assert shuffled >= 0.9 * prior and prior > 2 * model, found["baselines"]

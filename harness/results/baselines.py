@@ -1,5 +1,8 @@
-"""The trivial baseline scored beside every result: does the model beat predicting the training
-mean (regression) or the training majority class (classification)?
+"""The baselines scored beside every result: does the model beat predicting the training mean
+(regression) or the training majority class (classification), the same model before training
+(the untrained head: what the features give by chance), and, where asked for
+(``--shuffled-labels``), the head trained on permuted training labels (what training learns
+without the label signal)? The margin is taken over the strongest of them.
 
 A result that does not is no result, however good its correlation looks: on GB1, mean-pooled one-hot
 ranks variants (Spearman 0.36) while its squared error barely beats the mean's. The margin is
@@ -54,27 +57,31 @@ def per_protein(task: Task, test: list[Example], predictions: list[np.ndarray]) 
 
 
 def margin(task: Task, train: list[Example], test: list[Example], predictions: list[np.ndarray], seed: int,
-           resamples: int = 1000) -> dict:
-    """The record's ``baseline`` section: the trivial baseline, the model's value of the compared
-    metric with its 95% interval and the baseline's, the margin (positive: the model is better)
-    with its paired 95% interval, and whether the model clears the baseline."""
-    base = trivial_predictions(task, train, test)
+           controls: dict[str, list[np.ndarray]] | None = None, resamples: int = 1000) -> dict:
+    """The record's ``baseline`` section: every baseline's value of the compared metric
+    (``baselines``: the trivial constant, and the ``controls`` given: test predictions of the
+    untrained head, of the head trained on shuffled labels), the model's value with its 95%
+    interval, and against the strongest baseline (``trivial`` names it) the margin (positive: the
+    model is better) with its paired 95% interval, and whether the model clears it."""
+    classification = task.type == "classification"
+    named = {"majority class" if classification else "train mean": trivial_predictions(task, train, test),
+             **(controls or {})}
     model_sums, counts = per_protein(task, test, predictions)
-    base_sums, _ = per_protein(task, test, base)
+    sums = {name: per_protein(task, test, values)[0] for name, values in named.items()}
+    values = {name: float(total.sum() / counts.sum()) for name, total in sums.items()}
+    strongest = (max if classification else min)(values, key=values.__getitem__)
     n = len(test)
     rng = np.random.default_rng(seed)
     draws = np.stack([np.bincount(rng.integers(0, n, size=n), minlength=n) for _ in range(resamples)]).astype(float)
     scored = draws @ counts
-    model, baseline = draws @ model_sums / scored, draws @ base_sums / scored
-    better = (model - baseline) if task.type == "classification" else (baseline - model)
+    model, baseline = draws @ model_sums / scored, draws @ sums[strongest] / scored
+    better = (model - baseline) if classification else (baseline - model)
     low, high = np.percentile(better, [2.5, 97.5])
     model_low, model_high = np.percentile(model, [2.5, 97.5])
-    classification = task.type == "classification"
-    model_value, base_value = model_sums.sum() / counts.sum(), base_sums.sum() / counts.sum()
+    model_value, base_value = model_sums.sum() / counts.sum(), values[strongest]
     clears = base_value < model_low if classification else base_value > model_high
-    return {"trivial": "majority class" if classification else "train mean",
-            "metric": "accuracy" if classification else "mse",
+    return {"trivial": strongest, "metric": "accuracy" if classification else "mse",
             "model": float(model_value), "model_ci": {"low": float(model_low), "high": float(model_high)},
-            "baseline": float(base_value),
+            "baseline": float(base_value), "baselines": values,
             "margin": float(model_value - base_value if classification else base_value - model_value),
             "margin_ci": {"low": float(low), "high": float(high)}, "clears": bool(clears)}

@@ -89,6 +89,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         valid = predictions("valid")
         return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
 
+    untrained = predictions("test")  # a baseline: the model before any training step
     outcome = train(model, task, splits, features, config, context, validate=validate)
     context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
@@ -106,7 +107,11 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     artifact = artifacts.save(model, context.artifact_dir, config.hash) if context.artifact_dir else None
     test_predictions = predictions("test")
     low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
-    versus = baselines.margin(task, splits["train"], splits["test"], test_predictions, seed=config.seed)
+    controls = {"untrained head": untrained}
+    if config.shuffled_labels:
+        controls["shuffled labels"] = shuffled_label_predictions(config, task, backbone, splits, features, context)
+    versus = baselines.margin(task, splits["train"], splits["test"], test_predictions, seed=config.seed,
+                              controls=controls)
     eval_seconds = time.perf_counter() - eval_started
     return records.finished(
         config,
@@ -187,12 +192,53 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
         raise BenchError(f"head {head_spec.name} reads token-level states, which frozen embeddings do not keep; "
                          f"use it with a fine-tuning method or pick --head mlp-{task.level}")
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
-    head = head_spec.build(backbone.hidden_size, task.out_dim, task.level,
-                           **head_options(head_spec, config, method.trains_backbone)).to(device)
+    head = fresh_head(config, task, backbone, method.trains_backbone).to(device)
     if method.trains_backbone:
         return backbone, Model(method.prepare(backbone, options), head, tokens=head_spec.tokens).to(device)
     backbone.requires_grad_(False)
     return backbone, Model(None, head).to(device)
+
+
+def fresh_head(config: RunConfig, task: Task, backbone: Backbone, trains_backbone: bool) -> torch.nn.Module:
+    """The run's head as built before training (seed it first for a reproducible one)."""
+    head_spec = plugins.get("head", config.head)
+    return head_spec.build(backbone.hidden_size, task.out_dim, task.level,
+                           **head_options(head_spec, config, trains_backbone))
+
+
+def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone, splits: dict[str, list[Example]],
+                               features: dict, context: RunContext) -> list[np.ndarray]:
+    """Test predictions of a fresh head trained, as the run's was, on the frozen training embeddings
+    with the training labels permuted (across proteins, or across scored residues for per-residue
+    tasks) and selected on the true validation labels: what the head learns without the label
+    signal, so a result near it learned little."""
+    rng = np.random.default_rng([config.seed, 7])  # its own stream: the run's draws stay as they were
+    train_set = splits["train"]
+    if task.level == "protein":
+        order = rng.permutation(len(train_set))
+        permuted = [replace(e, label=train_set[j].label) for e, j in zip(train_set, order, strict=True)]
+    else:
+        known = [baselines.known(e) for e in train_set]
+        pool = np.concatenate([np.asarray(e.label)[m] for e, m in zip(train_set, known, strict=True)])
+        pool = iter(rng.permutation(pool))
+        permuted = []
+        for e, m in zip(train_set, known, strict=True):
+            label = np.array(e.label, copy=True)
+            label[m] = [next(pool) for _ in range(int(m.sum()))]
+            permuted.append(replace(e, label=label))
+    seed_everything(config.seed)
+    model = Model(None, fresh_head(config, task, backbone, False)).to(context.torch_device)
+    if config.standardize:
+        model.head.fit_standardization(features["train"])
+    quiet = replace(context, progress=Progress())
+
+    def validate() -> tuple[float, float]:
+        valid = predict(model, splits["valid"], features["valid"], config.batch_size)
+        return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
+
+    outcome = train(model, task, {**splits, "train": permuted}, features, config, quiet, validate=validate)
+    restore(model, (outcome.early_stop if config.checkpoint == "early-stop" else outcome.best).state)
+    return predict(model, splits["test"], features["test"], config.batch_size)
 
 
 def head_options(head_spec: HeadSpec, config: RunConfig, trains_backbone: bool) -> dict:
