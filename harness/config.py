@@ -120,6 +120,13 @@ class RunConfig:
     train_fraction: float = setting(1.0, "Train on this fraction of the training split (a learning curve: subsets "
                                     "drawn with --limit-seed are nested, so a larger one holds every smaller one).",
                                     {"type": "number", "exclusiveMinimum": 0, "maximum": 1})
+    dedup: bool = setting(False, "Drop repeated sequences: within a split every copy after the first, and from "
+                          "valid and test every sequence already in an earlier split (train, then valid); the "
+                          "record counts the repeats either way, and what was dropped.", {"type": "boolean"})
+    max_identity: float | None = setting(None, "Score only the test proteins at most this identical to every "
+                                         "training protein (global alignment, as `bench data overlap`); "
+                                         "validation stays whole. Default: all of test.",
+                                         {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, nullable=True)
 
     def resolved(self) -> RunConfig:
         """Fill the defaults that depend on plugins (method, head by task level, options by method)

@@ -245,6 +245,14 @@ def test_sweeps_turn_settings_and_method_options_into_axes(tmp_path):
         (lr, r, t) for lr in (1e-3, 1e-4) for r in (4, 8) for t in (("query", "key"), ("key", "value"))}
 
 
+def test_leakage_settings_are_grid_settings_and_sweep_axes(tmp_path):
+    plan = load_grid(write(tmp_path, 'backbones = ["onehot"]\ntasks = ["disorder"]\n[settings]\ndedup = true\n'
+                                     '[sweep]\nmax_identity = [0.3, 0.9]\n'))
+    assert [(c.dedup, c.max_identity) for c in plan.configs] == [(True, 0.3), (True, 0.9)]
+    with pytest.raises(BenchError, match=r"settings.max_identity: 1.5 is greater than the maximum of 1"):
+        load_grid(write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[settings]\nmax_identity = 1.5\n'))
+
+
 def test_a_sweep_of_a_method_not_in_the_grid_is_named(tmp_path):
     grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\n[sweep.method_options.lora]\nrank = [4, 8]\n')
     with pytest.raises(BenchError, match=r"\[sweep.method_options.lora\]: lora is not in methods"):

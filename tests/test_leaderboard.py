@@ -210,6 +210,19 @@ def test_reference_compares_only_study_protocol_runs_by_ci_overlap(protocol_fiel
     assert any("best test epoch" in line for line in report.caption)
 
 
+def test_runs_on_a_test_subset_or_deduplicated_data_are_rows_of_their_own_and_not_the_studys():
+    full = [record("esm2-8m", "frozen", "gb1", s, v, protocol="study") for s, v in ((1, 0.80), (2, 0.82))]
+    far = [record("esm2-8m", "frozen", "gb1", s, v, protocol="study", max_identity=0.5)
+           for s, v in ((1, 0.5), (2, 0.6))]
+    deduped = [record("esm2-8m", "frozen", "gb1", 1, 0.79, protocol="study", dedup=True)]
+    report = lb.leaderboard(full + far + deduped, reference=True)
+    assert report.label_columns == ("dedup", "max_identity")
+    assert report.rows[("False", "—")]["gb1"].mean == pytest.approx(0.81)
+    assert report.rows[("False", "0.5")]["gb1"].mean == pytest.approx(0.55)  # never pooled with all of test
+    assert report.rows[("False", "—")]["gb1 (study)"] == "0.818 ± 0.004"
+    assert report.rows[("False", "0.5")]["gb1 (study)"] is None and report.rows[("True", "—")]["gb1 (study)"] is None
+
+
 def test_exports_carry_numbers_and_the_caption():
     report = lb.leaderboard(RECORDS)
     markdown = lb.render(report, "md")

@@ -289,7 +289,7 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
     for key, per_task in sorted(cells.items(), key=lambda kv: label(conditions[kv[0]], labels)):
         c = conditions[key]
         row = report.rows.setdefault(label(c, labels), {})
-        comparable = json.loads(c.get("protocol", "null")) == STUDY_PROTOCOL and json.loads(c["init"]) == "pretrained"
+        comparable = study_comparable(c)
         others += reference and not comparable
         for task, seeds in per_task.items():
             cell = aggregate(list(seeds.values()), ci, flagged(key) + by_seed.get((key, task), ()))
@@ -306,11 +306,21 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
     if reference:
         report.columns = [c for t in tasks for c in (t, f"{t} (study)")]
         report.caption.append("study: Schmirler et al. 2024, Tables S3–S6, mean ± 1.96·SD/√n; compared only with "
-                              f"pretrained runs of --protocol {STUDY_PROTOCOL}; flagged where the CIs do not overlap; "
-                              "its ESM2-3B values are the best test epoch (selected on test)")
+                              f"pretrained runs of --protocol {STUDY_PROTOCOL} on all the data; flagged where the CIs "
+                              "do not overlap; its ESM2-3B values are the best test epoch (selected on test)")
         if others:
-            report.caption.append(f"{others} conditions not of the study protocol have no study value")
+            report.caption.append(f"{others} conditions not of the study's protocol, weights or data have no "
+                                  "study value")
     return report
+
+
+def study_comparable(c: Condition) -> bool:
+    """Whether a condition ran the study's recipe on the study's data: pretrained weights, the
+    study protocol, and every training and test protein (no --train-fraction, --dedup or
+    --max-identity subset, whose numbers would differ from the published ones by design)."""
+    value = {name: json.loads(c[name]) for name in ("protocol", "init", "train_fraction", "dedup", "max_identity")}
+    return value == {"protocol": STUDY_PROTOCOL, "init": "pretrained", "train_fraction": 1.0, "dedup": False,
+                     "max_identity": None}
 
 
 def overlaps(cell: Cell, study_mean: float, study_half_width: float) -> bool:

@@ -2,7 +2,10 @@
 validation checkpoint, test it once.
 
 One config in, one run record out. Frozen methods embed each split once and train the head on
-those embeddings; other methods train backbone and head end to end.
+those embeddings; other methods train backbone and head end to end. The data is the task's
+splits after ``--limit-*``/``--train-fraction`` (:func:`limit`), then ``--dedup`` and
+``--max-identity`` (harness/tasks/overlap.py), so repeats and identities are those of what the run
+trains on and scores.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
 from plm_bench.run.training import Model, Outcome, predict, restore, split_loss, train
 from plm_bench.tasks.metrics import constant_labels, evaluate, score
+from plm_bench.tasks.overlap import identity_subset, repeats
 from plm_bench.tasks.sources import unverified_reads
 from plm_bench.tasks.task import Example, Task
 
@@ -71,7 +75,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
     unverified_reads.clear()
-    splits = limit(task.load(context.data_dir), config)
+    splits, duplicates = repeats(limit(task.load(context.data_dir), config), config.dedup, task.name)
+    splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=torch.get_num_threads())
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
     backbone, model = build(config, task, device)
@@ -131,6 +136,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         },
         history=outcome.history,
         **({"truncation": truncated} if truncated else {}),
+        duplicates=duplicates,
+        **({"test_subset": test_subset} if test_subset else {}),
         parameters={
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
             "total": sum(p.numel() for p in model.parameters()) + (
