@@ -6,19 +6,40 @@ when a run prepares a backbone, so ``bench list`` does not pay for importing pef
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plm_bench import hookimpl
 from plm_bench.plugins.specs import MethodSpec
 
+if TYPE_CHECKING:
+    from plm_bench.models.backbone import Backbone
+
 # Rank 4, alpha 1, dropout 0, every bias trained: the study's LoraConfig. No targets = the
 # backbone's attention q, k, v, o (its adapter_targets; the harness protocol), ffn=true adds its
 # feed-forward layers; the study protocol names its targets (ESM2: query, key, value, dense).
-LORA_OPTIONS = {"rank": 4, "alpha": 1.0, "dropout": 0.0, "bias": "all", "targets": (), "ffn": False}
+# top_layers=k: adapters (and trained biases) only in the last k blocks; 0: every block.
+LORA_OPTIONS = {"rank": 4, "alpha": 1.0, "dropout": 0.0, "bias": "all", "targets": (), "ffn": False,
+                "top_layers": 0}
+# The mean of hidden states layer-last_k+1 .. layer (0: the embedding output; negative counts from
+# the end); the default is the final output.
+FROZEN_OPTIONS = {"layer": -1, "last_k": 1}
 
 
-def train_everything(backbone, options: dict[str, Any]):
-    return backbone.requires_grad_(True)
+def embed_from_layers(backbone: Backbone, options: dict[str, Any]) -> None:
+    """Point the frozen backbone's output at the layers the options name."""
+    backbone.select_layers(options["layer"], options["last_k"])
+
+
+def fine_tune(backbone: Backbone, options: dict[str, Any]) -> Backbone:
+    """Every weight trains, or with ``top_layers=k`` only the last k blocks and what their stack
+    runs after them (a final layer norm); the embeddings and lower blocks stay frozen."""
+    if not options["top_layers"]:
+        return backbone.requires_grad_(True)
+    tuned = backbone.top_blocks(options["top_layers"], "full")
+    backbone.requires_grad_(False)
+    for module in tuned:
+        module.requires_grad_(True)
+    return backbone
 
 
 def peft_method(name: str):
@@ -34,10 +55,10 @@ def peft_method(name: str):
 
 @hookimpl
 def register_methods(register) -> None:
-    register(MethodSpec("frozen", default_lr=1e-3, default=True,
-                        description="Embeddings computed once and cached on disk; only the head trains."))
-    register(MethodSpec("full", default_lr=2e-5, prepare=train_everything,
-                        description="Every backbone weight trains with the head."))
+    register(MethodSpec("frozen", default_lr=1e-3, default=True, configure=embed_from_layers, options=FROZEN_OPTIONS,
+                        description="Embeddings (of any layer) computed once, cached on disk; only the head trains."))
+    register(MethodSpec("full", default_lr=2e-5, prepare=fine_tune, options={"top_layers": 0},
+                        description="Every backbone weight (or the top_layers blocks') trains with the head."))
     register(MethodSpec("lora", default_lr=3e-4, prepare=peft_method("lora"), options=LORA_OPTIONS,
                         description="LoRA (peft): rank 4, alpha 1, biases trained, on attention (+FFN) layers."))
     register(MethodSpec("dora", default_lr=3e-4, prepare=peft_method("dora"), options=LORA_OPTIONS,

@@ -60,7 +60,13 @@ def wrap(backbone: Backbone, config: PeftConfig) -> Backbone:
 
 def prepare_lora(backbone: Backbone, options: dict[str, Any], dora: bool = False) -> Backbone:
     """LoRA (or DoRA: LoRA with weight decomposition). No targets given: the backbone's
-    ``adapter_targets`` (attention q, k, v, o), plus its ``ffn_targets`` with ``ffn=true``."""
+    ``adapter_targets`` (attention q, k, v, o), plus its ``ffn_targets`` with ``ffn=true``.
+
+    ``top_layers=k`` puts adapters only on the last k blocks (peft's ``layers_to_transform`` on
+    the backbone's block list), and ``bias="all"`` then trains the biases of those blocks and of
+    what runs after them, not of the frozen layers below (``lora_only`` and ``none`` mean what
+    they mean in peft).
+    """
     method = "dora" if dora else "lora"
     model = inner_model(backbone, method)
     if options["bias"] not in LORA_BIASES:
@@ -73,10 +79,20 @@ def prepare_lora(backbone: Backbone, options: dict[str, Any], dora: bool = False
                              "ffn_targets; name the layers with --method-option targets=...")
         targets += [t for t in ffn_targets if t not in targets]
     check_targets(model, targets, method)
-    return wrap(backbone, LoraConfig(
+    top = options["top_layers"]
+    tuned = backbone.top_blocks(top, method) if top else None  # before peft moves the model
+    layers = {"layers_to_transform": list(range(backbone.num_layers - top, backbone.num_layers)),
+              "layers_pattern": backbone.blocks.rpartition(".")[2]} if tuned else {}
+    wrap(backbone, LoraConfig(
         r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
-        bias=options["bias"], target_modules=targets, use_dora=dora,
+        bias=options["bias"], target_modules=targets, use_dora=dora, **layers,
     ))
+    if tuned:  # peft's bias="all" means every bias of the model; here, those of the tuned blocks
+        keep = {id(p) for module in tuned for p in module.parameters()}
+        for parameter in backbone.model.parameters():
+            if id(parameter) not in keep:
+                parameter.requires_grad_(False)
+    return backbone
 
 
 def prepare_dora(backbone: Backbone, options: dict[str, Any]) -> Backbone:

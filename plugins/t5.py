@@ -37,5 +37,6 @@ T5 = Family(T5EncoderModel, t5_config, ("layers", "hidden_size", "heads", "ffn_s
             specials=("<pad>", "</s>", "<unk>"),  # ids 0-2 in every T5 vocabulary
             unknown="<unk>", pad="<pad>", suffix=("</s>",),
             word_marker="\u2581",  # sentencepiece's marker before each space-separated residue (ProtT5)
-            positions=False)  # relative attention: no position table, no maximum length
+            positions=False,  # relative attention: no position table, no maximum length
+            blocks="encoder.block")
 load = partial(load_family, T5)

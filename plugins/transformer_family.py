@@ -46,6 +46,7 @@ class Family:
     word_marker: str = ""  # sentencepiece's marker before space-separated residues, where it has one
     positions: bool = True  # a position table, so at most max_position_embeddings tokens
     packs: bool = False  # the backbone runs sequences packed (see TransformerBackbone)
+    blocks: str = "encoder.layer"  # the model's nn.ModuleList of blocks (layer choices, peft's layers_pattern)
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -76,7 +77,8 @@ def load(family: Family, spec: BackboneSpec, entry: Mapping[str, Any], source: s
     wrapping = len(prefix) + len(family.suffix)
     return TransformerBackbone(model.to(device=device, dtype=torch_dtype), vocabulary, name=spec.name,
                                max_length=model.config.max_position_embeddings - wrapping if family.positions
-                               else None, adapter_targets=spec.adapter_targets, packs=family.packs)
+                               else None, adapter_targets=spec.adapter_targets, packs=family.packs,
+                               blocks=family.blocks)
 
 
 def packaged_checkpoint(spec: BackboneSpec, entry: Mapping[str, Any]) -> tuple[Path, Path]:

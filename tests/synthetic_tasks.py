@@ -15,7 +15,9 @@ import torch
 from plm_bench import plugins
 from plm_bench.config import RunConfig
 from plm_bench.models.backbone import residue_mask
-from plm_bench.run.protocol import RunContext, build, frozen_features
+from plm_bench.run import protocol
+from plm_bench.run.predict import predict_examples
+from plm_bench.run.protocol import RunContext, build, execute, frozen_features
 from plm_bench.run.training import labels_for, loss_fn, predict
 from plm_bench.tasks.task import Example, Task
 
@@ -111,3 +113,28 @@ def loss(task: Task, examples: list[Example], predictions: list[np.ndarray]) -> 
         outputs, batch_first=True)
     labels, known = labels_for(task, examples, mask)
     return float(loss_fn(task, output, labels, known))
+
+
+def keep_model(monkeypatch) -> dict:
+    """Hold on to the model a run builds, to inspect it after training."""
+    built: dict = {}
+    original = protocol.build
+
+    def build(*args, **kwargs):
+        built["backbone"], built["model"] = original(*args, **kwargs)
+        return built["backbone"], built["model"]
+
+    monkeypatch.setattr(protocol, "build", build)
+    return built
+
+
+def trains(run: RunConfig, tmp_path) -> dict:
+    """Run ``run``; assert it lowered the validation loss; return its record."""
+    task = plugins.get("task", run.task)
+    valid = task.load(tmp_path)["valid"]
+    before = loss(task, valid, untrained_predictions(run, valid, tmp_path))
+    record = execute(run, context(tmp_path))
+    _, trained = predict_examples(record, tmp_path / "runs.sqlite", valid, "cpu")
+    after = loss(task, valid, trained)
+    assert after < 0.9 * before, f"{run.method}/{run.head}: validation loss {before:.4f} -> {after:.4f}"
+    return record

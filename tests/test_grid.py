@@ -78,7 +78,7 @@ def test_method_options_and_backbone_paths_apply_to_their_runs_only(tmp_path, ti
                                                   method_options={"rank": 8}).resolved()
     assert runs[("esm2-8m", "lora")].method_options["rank"] == 8
     assert runs[("onehot", "lora")].backbone_path is None
-    assert runs[("esm2-8m", "frozen")].method_options == {}
+    assert runs[("esm2-8m", "frozen")].method_options == {"last_k": 1, "layer": -1}  # its defaults
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthetic_tasks import CHARGE, RESIDUE_CLASSES, TASKS, config, context, loss, register_tasks, untrained_predictions
+from synthetic_tasks import CHARGE, RESIDUE_CLASSES, TASKS, config, context, keep_model, register_tasks, trains
 
 from plm_bench import plugins
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.run import protocol
-from plm_bench.run.predict import predict_examples
 from plm_bench.run.protocol import execute
 
 
@@ -19,31 +18,6 @@ from plm_bench.run.protocol import execute
 def setup(monkeypatch, tmp_path):
     monkeypatch.setenv("PLM_BENCH_CACHE", str(tmp_path / "cache"))
     register_tasks(monkeypatch)
-
-
-def keep_model(monkeypatch) -> dict:
-    """Hold on to the model a run builds, to inspect it after training."""
-    built: dict = {}
-    original = protocol.build
-
-    def build(*args, **kwargs):
-        built["backbone"], built["model"] = original(*args, **kwargs)
-        return built["backbone"], built["model"]
-
-    monkeypatch.setattr(protocol, "build", build)
-    return built
-
-
-def trains(run: RunConfig, tmp_path) -> dict:
-    """Run ``run``; assert it lowered the validation loss; return its record."""
-    task = plugins.get("task", run.task)
-    valid = task.load(tmp_path)["valid"]
-    before = loss(task, valid, untrained_predictions(run, valid, tmp_path))
-    record = execute(run, context(tmp_path))
-    _, trained = predict_examples(record, tmp_path / "runs.sqlite", valid, "cpu")
-    after = loss(task, valid, trained)
-    assert after < 0.9 * before, f"{run.method}/{run.head}: validation loss {before:.4f} -> {after:.4f}"
-    return record
 
 
 @pytest.mark.parametrize("level", ["protein", "residue"])
@@ -114,7 +88,7 @@ def test_method_options_are_checked_and_coerced(tiny_esm):
                          method="lora", method_options={"rank": 4, "alpha": 1, "targets": []}).resolved()
     assert explicit.hash == implicit.hash
     assert implicit.method_options == {"alpha": 1.0, "bias": "all", "dropout": 0.0, "ffn": False, "rank": 4,
-                                       "targets": []}
+                                       "targets": [], "top_layers": 0}
     custom = config(CHARGE, tiny_esm, method="lora", method_options={"rank": 8, "targets": "query,value"})
     assert (custom.method_options["rank"], custom.method_options["targets"]) == (8, ["query", "value"])
     for options, message in [({"rnk": 8}, r"method lora has no option 'rnk' \(its options: alpha, bias, dropout"),
@@ -123,7 +97,7 @@ def test_method_options_are_checked_and_coerced(tiny_esm):
                              ({"targets": [1]}, r"option targets=\[1\]: expected names")]:
         with pytest.raises(BenchError, match=message):
             config(CHARGE, tiny_esm, method="lora", method_options=options)
-    with pytest.raises(BenchError, match=r"method frozen has no option 'rank' \(its options: none\)"):
+    with pytest.raises(BenchError, match=r"method frozen has no option 'rank' \(its options: last_k, layer\)"):
         config(CHARGE, tiny_esm, method="frozen", method_options={"rank": 8})
 
 

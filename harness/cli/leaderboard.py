@@ -42,7 +42,8 @@ def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, 
 @click.option("--smoke", is_flag=True, help="Include smoke runs (--limit-train/--limit-eval), hidden by default.")
 @click.option("--metric", help="Test metric to show (default: each task's primary metric).")
 @click.option("--by", "by", multiple=True, metavar="FIELD",
-              help="Group rows by this setting: it leads the row labels, shown even when constant (repeatable).")
+              help="Group rows by this setting or method option (e.g. layer, top_layers, rank): it leads the "
+                   "row labels, shown even when constant (repeatable).")
 @click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
               help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule, to reproduce its tables).")
 @click.option("--delta", "baseline", metavar="METHOD|init|FIELD=VALUE",

@@ -53,6 +53,12 @@ class Backbone(nn.Module):
     PEFT methods can adapt keep the wrapped transformer as ``model`` and name its attention
     projections in ``adapter_targets`` and its feed-forward layers in ``ffn_targets`` (module-name
     suffixes, peft's ``target_modules`` rule); :func:`load_backbone` fills both from the spec.
+
+    Backbones with layers say how many in ``num_layers`` (hidden states 0..num_layers, 0 being the
+    embedding output), honour ``output_layers`` (set by :meth:`select_layers`) in ``forward`` and
+    ``forward_packed``, and name the ``nn.ModuleList`` of their blocks inside ``model`` in
+    ``blocks`` (for :meth:`top_blocks`). The defaults (none of these) are a backbone whose final
+    output is all it gives, which every method's default options accept.
     """
 
     name: str = ""
@@ -64,6 +70,9 @@ class Backbone(nn.Module):
     long_policy: str = "error"
     special_tokens: int = 0  # tokens a sequence gets besides its residues (for --max-tokens)
     packs: bool = False  # offers forward_packed; the padded tokenize + forward is the fallback
+    num_layers: int | None = None  # transformer blocks; None: no layers to choose from
+    blocks: str = ""  # where in ``model`` the blocks' nn.ModuleList sits (e.g. ``encoder.layer``)
+    output_layers: tuple[int, ...] = ()  # hidden states averaged into the output; (): the final output
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Model inputs for a batch, padded to the longest sequence in *this* batch."""
@@ -80,6 +89,46 @@ class Backbone(nn.Module):
         within each sequence, so no compute goes to padding and no attention mask is needed.
         """
         raise NotImplementedError
+
+    def select_layers(self, layer: int = -1, last_k: int = 1) -> None:
+        """Make the output the mean of hidden states ``layer - last_k + 1 .. layer`` (the
+        ``frozen`` method's options): states are numbered 0 (the embedding output) to
+        ``num_layers`` (the final output); a negative ``layer`` counts from the end, -1 being the
+        final output. The default, the final output alone, is what every backbone gives.
+        """
+        if (layer, last_k) == (-1, 1):
+            self.output_layers = ()
+            return
+        if self.num_layers is None:
+            raise BenchError(f"method options layer={layer} last_k={last_k}: backbone {self.name} has no layers to "
+                             "choose from (only transformer backbones do); drop the options")
+        states = self.num_layers + 1
+        if not -states <= layer < states:
+            raise BenchError(f"method option layer={layer}: backbone {self.name} has {self.num_layers} layers, so "
+                             f"layer is 0..{self.num_layers} (0: the embedding output) or -1..-{states} from the "
+                             "end; fix --method-option layer")
+        top = layer % states
+        if not 1 <= last_k <= top + 1:
+            raise BenchError(f"method option last_k={last_k}: the mean of the {last_k} layers up to layer {top} of "
+                             f"backbone {self.name} ({self.num_layers} layers, 0 the embedding output) needs "
+                             f"last_k in 1..{top + 1}; fix --method-option last_k")
+        chosen = tuple(range(top - last_k + 1, top + 1))
+        self.output_layers = () if chosen == (self.num_layers,) else chosen  # the last state is the final output
+
+    def top_blocks(self, count: int, method: str) -> list[nn.Module]:
+        """The modules option ``top_layers=count`` trains: the last ``count`` blocks and the modules
+        their stack runs after them (e.g. a final layer norm); the embeddings and lower blocks stay
+        frozen. Call it before a PEFT wrapper moves ``model``."""
+        if self.num_layers is None or not self.blocks:
+            raise BenchError(f"method {method} option top_layers={count}: backbone {self.name} has no transformer "
+                             "blocks; drop the option (0 trains every layer)")
+        if not 1 <= count <= self.num_layers:
+            raise BenchError(f"method {method} option top_layers={count}: backbone {self.name} has "
+                             f"{self.num_layers} blocks; use 1..{self.num_layers}, or 0 for every layer")
+        stack_name, _, name = self.blocks.rpartition(".")
+        children = list(self.model.get_submodule(stack_name).named_children())
+        after = [module for _, module in children[[n for n, _ in children].index(name) + 1:]]
+        return [*self.model.get_submodule(self.blocks)[-count:], *after]
 
     @property
     def device(self) -> torch.device:
@@ -305,12 +354,25 @@ class TransformerBackbone(Backbone):
     """A transformers encoder (``last_hidden_state``) read through a :class:`ResidueVocabulary`.
 
     With ``packs`` the family has checked that its model computes each sequence of a packed row
-    as if alone, given per-sequence ``position_ids`` and :func:`packed_attention`.
+    as if alone, given per-sequence ``position_ids`` and :func:`packed_attention`. ``blocks`` is
+    the path of the encoder's block list (``encoder.layer``, T5's ``encoder.block``); the layer
+    count is the loaded config's ``num_hidden_layers``, which that list must match. Inner layers
+    are transformers' ``hidden_states`` (the last one is ``last_hidden_state``, after any final
+    layer norm; inner ones are the blocks' raw outputs).
     """
 
     def __init__(self, model: nn.Module, vocabulary: ResidueVocabulary, *, name: str, max_length: int | None,
-                 adapter_targets: Sequence[str], packs: bool = False) -> None:
+                 adapter_targets: Sequence[str], packs: bool = False, blocks: str = "encoder.layer") -> None:
         super().__init__()
+        try:
+            found = model.get_submodule(blocks)
+        except AttributeError:
+            found = None
+        if not isinstance(found, nn.ModuleList) or len(found) != model.config.num_hidden_layers:
+            raise BenchError(f"backbone {name}: {type(model).__name__} has no list of "
+                             f"{model.config.num_hidden_layers} blocks at {blocks!r}; fix the family's blocks")
+        self.num_layers = model.config.num_hidden_layers
+        self.blocks = blocks
         self.model = model
         self.vocabulary = vocabulary
         self.name = name
@@ -325,8 +387,17 @@ class TransformerBackbone(Backbone):
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         return {**self.vocabulary.encode(sequences), "lengths": torch.tensor([len(s) for s in sequences])}
 
+    def hidden_states(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """The model's final hidden states, or the mean (in fp32) of the ``output_layers`` ones;
+        transformers keeps only the states asked for."""
+        if not self.output_layers:
+            return self.model(**inputs).last_hidden_state
+        states = self.model(**inputs, output_hidden_states=list(self.output_layers)).hidden_states
+        chosen = [states[i] for i in self.output_layers]
+        return chosen[0] if len(chosen) == 1 else torch.stack(chosen).float().mean(0).to(chosen[0].dtype)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor) -> Residues:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.hidden_states(input_ids=input_ids, attention_mask=attention_mask)
         start, lengths_list = len(self.vocabulary.prefix), lengths.tolist()
         # residue i of every row sits at start + i; suffix and padding fall outside the mask
         return Residues(hidden[:, start:start + max(lengths_list)], residue_mask(lengths_list).to(hidden.device),
@@ -336,9 +407,9 @@ class TransformerBackbone(Backbone):
         inputs = {k: v.to(self.device) for k, v in self.vocabulary.encode_packed(sequences).items()}
         bounds = inputs["cu_seq_lens"]
         longest = int(bounds.diff().max())
-        hidden = self.model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
-                            cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=longest,
-                            max_length_k=longest).last_hidden_state
+        hidden = self.hidden_states(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"],
+                                    cu_seq_lens_q=bounds, cu_seq_lens_k=bounds, max_length_q=longest,
+                                    max_length_k=longest)
         return hidden[0, inputs["residues"]]
 
 

@@ -71,11 +71,16 @@ class MethodSpec:
     trainable parameters require grad (wrapping the backbone if needed) and returns the module
     to run. ``options`` maps each option the method accepts to its default; users override
     them with ``--method-option KEY=VALUE`` and :meth:`resolve_options` checks what they gave.
+    ``configure(backbone, options)``, if given, sets up what the loaded backbone outputs before
+    anything runs (the built-in ``frozen`` picks the layers it embeds from); the embedding cache
+    keys on the result (``Backbone.output_layers``), so a frozen method's choice never reuses
+    another's entries.
     """
 
     name: str
     default_lr: float
     prepare: Callable[[Backbone, dict[str, Any]], Any] | None = None
+    configure: Callable[[Backbone, dict[str, Any]], None] | None = None
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     default: bool = False  # the method of a run that names none (exactly one registered method says so)

@@ -5,7 +5,9 @@ the study's published values for comparison.
 A condition is a run's :class:`~plm_bench.config.RunConfig` without the seed, so runs that differ
 in any setting (init, limits, lr, method options, protocol, …) never pool or replace each other,
 and a setting added to RunConfig joins the key by itself. Settings that vary among the shown
-runs become label columns; the constant ones go to the caption.
+runs become label columns; the constant ones go to the caption. ``--by`` takes a setting or a
+method option (``layer``, ``top_layers``, ``rank``): an option named there becomes a column of
+its own, out of the ``method_options`` one.
 
 Everything here is plain data (:class:`Report`); ``render`` turns a report into Markdown, CSV,
 JSON or HTML, and ``heatmap`` draws one with matplotlib.
@@ -33,6 +35,7 @@ from plm_bench.results.intervals import mean_ci
 
 FORMATS = ("table", "md", "csv", "json", "html")
 REPLICATE = "seed"  # what a row pools over: its cells are means over this field
+OPTIONS = "method_options"  # the field whose keys --by may also name
 COLUMN = "task"  # what the columns of a leaderboard are
 STUDY_PROTOCOL = "study"  # the protocol whose runs are comparable with the study's published values
 TEST_SELECTED = {"esm2-3b"}  # backbones whose published values are the study's best *test* epoch (DESIGN.md)
@@ -166,17 +169,34 @@ def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, 
             raise BenchError(f"no stored run has {name} = {value}; the store has: {', '.join(shown)}")
 
 
+def project(c: Condition, names: Iterable[str]) -> Condition:
+    """``c`` with each of ``names`` that is a method option rather than a setting as a field of
+    its own (``null`` where the run's method lacks it), taken out of ``method_options``."""
+    picked = [n for n in names if n not in c]
+    if not picked:
+        return c
+    options = json.loads(c[OPTIONS])
+    rest = {k: v for k, v in options.items() if k not in picked}
+    return {**c, OPTIONS: json.dumps(rest, sort_keys=True),
+            **{n: json.dumps(options.get(n), sort_keys=True) for n in picked}}
+
+
 def layout(conditions: Iterable[Condition], by: Sequence[str] = (), skip: Iterable[str] = (COLUMN,)
            ) -> tuple[list[str], list[str]]:
-    """(label fields, caption lines): the ``by`` fields, then every field whose value varies,
-    in RunConfig's order; each constant field as ``name = value`` for the caption."""
+    """(label fields, caption lines): the ``by`` fields (settings or method options), then every
+    field whose value varies, in RunConfig's order; each constant field as ``name = value`` for
+    the caption."""
     conditions = list(conditions)
     known = condition_fields()
+    options = sorted({k for c in conditions for k in json.loads(c[OPTIONS])})
     for name in by:
-        if name not in known:
-            raise BenchError(f"--by {name}: unknown setting; use one of {', '.join(known)}")
+        if name not in known and name not in options:
+            raise BenchError(f"--by {name}: unknown setting; use one of {', '.join(known)}, or a method option of "
+                             f"the shown runs ({', '.join(options) or 'they have none'})")
+    conditions = [project(c, by) for c in conditions]
+    picked = [n for n in by if n not in known]  # method options, now fields of the projected conditions
     skip = set(skip)
-    known = [n for n in known if n not in skip]
+    known = [*picked, *(n for n in known if n not in skip)]
     values = {name: {c[name] for c in conditions} for name in known}
     varying = [n for n in known if n not in by and len(values[n]) > 1]
     labels = [*by, *varying] or ["backbone"]
@@ -185,7 +205,8 @@ def layout(conditions: Iterable[Condition], by: Sequence[str] = (), skip: Iterab
 
 
 def label(c: Condition, labels: Sequence[str]) -> tuple[str, ...]:
-    return tuple(show(c[name]) for name in labels)
+    shown = project(c, labels)  # options among the labels are columns of their own
+    return tuple(show(shown[name]) for name in labels)
 
 
 def check_metric(records: list[dict], metric: str | None) -> list[str]:

@@ -195,6 +195,8 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
     seed_everything(config.seed)
     backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
                              init=config.init, long_policy=config.long_policy)
+    if method.configure:
+        method.configure(backbone, options)
     if head_spec.tokens and not method.trains_backbone:
         raise BenchError(f"head {head_spec.name} reads token-level states, which frozen embeddings do not keep; "
                          f"use it with a fine-tuning method or pick --head mlp-{task.level}")
@@ -277,14 +279,21 @@ def truncate(splits: dict[str, list[Example]], config: RunConfig,
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
                     context: RunContext) -> dict[str, Sequence[torch.Tensor]]:
     """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
-    the entry depends on the weights, the settings below and the sequences, not on the seed,
-    head or learning rate, so those reuse it. With ``--embeddings`` they come from that file."""
+    the entry depends on the weights, the settings below, the layers the backbone outputs and the
+    sequences, not on the seed, head or learning rate, so those reuse it. With ``--embeddings``
+    they come from that file."""
     if config.embeddings:
+        if backbone.output_layers:
+            raise BenchError("--embeddings reads the file's embeddings as they are; the frozen method's layer "
+                             "options choose what the backbone computes: drop one or the other")
         path = embedding_files.path_of(config.embeddings)
         device = context.torch_device
         return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
                 for name, examples in splits.items()}
-    cache = EmbeddingCache(backbone, backbone.hidden_size, {"dtype": config.dtype, "long_policy": config.long_policy})
+    settings = {"dtype": config.dtype, "long_policy": config.long_policy}
+    if backbone.output_layers:  # the final output keeps its key, so its entries of earlier releases stay valid
+        settings["layers"] = list(backbone.output_layers)
+    cache = EmbeddingCache(backbone, backbone.hidden_size, settings)
     embed = partial(embed_all, backbone, context=context)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 
