@@ -67,7 +67,7 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
                                 torch_device)
             with torch.no_grad():
                 embeddings[method] = profiler.backbone.eval().embed(probe).hidden.float().cpu()
-            cap = max_length or profiler.backbone.max_length or 4096
+            cap = profiler.length_cap(max_length)
             peaks[method] = {n: profiler.peak(n) for n in sorted(lengths) if n <= cap}
             envelope = profiler.envelope(budget_bytes, cap, resolution, measured=peaks[method])
             longest[method] = envelope.longest

@@ -4,6 +4,10 @@ runs on a tiny configuration with real data, prints its ratio and passes its out
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import subprocess
 import sys
 
 import pytest
@@ -15,6 +19,7 @@ from transformers import AutoTokenizer, EsmModel
 sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their shared module as run from there
 
 import cpu_peak  # noqa: E402
+import device_check  # noqa: E402
 import embedding_throughput  # noqa: E402
 import finetune_throughput  # noqa: E402
 import frozen_seeds  # noqa: E402
@@ -117,7 +122,7 @@ def test_cpu_peak_measures_both_precisions_and_mfu_divides_by_it(monkeypatch):
     assert result.exit_code == 0, result.output
     assert "fp32" in result.output and "bf16" in result.output and "GFLOP/s" in result.output
     rate, size = cpu_peak.gemm_peak("cpu", torch.float32)
-    assert rate > 1e8 and size in cpu_peak.SIZES  # a real rate: even a loaded 2-core VM does > 0.1 GFLOP/s
+    assert rate > 1e8 and size in cpu_peak.SIZES["cpu"]  # a real rate: even a loaded 2-core VM does > 0.1 GFLOP/s
     monkeypatch.setattr(cpu_peak, "gemm_peak", lambda device, dtype: (100e9, 1024))
     assert cpu_peak.mfu(30e9, 0.5, "cpu", torch.float32) == "60.0%"  # 60 GFLOP/s of a 100 GFLOP/s peak
 
@@ -127,3 +132,93 @@ def test_the_notebook_side_runs_transformers_attention_as_shipped(tiny_esm):
     assert loaded.packs  # the harness packs ESM2 ...
     shipped = notebook_baseline.as_shipped(loaded)
     assert not shipped.packs and shipped.model.config._attn_implementation == "sdpa"  # ... the notebooks did not
+
+
+def positive(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_device_check_smoke_writes_every_section_from_the_measurements(tmp_path):
+    """The CI run of the GPU check: the shell entry point on CPU with tiny checkpoints. Every
+    figure is finite and positive and agrees with the measurement it comes from."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh"), "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "[device-check" in done.stdout and "envelope probe" in done.stdout  # progress as it goes
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["smoke"] and report["complete"]
+    assert report["machine"]["torch"] == torch.__version__ and report["machine"]["device_type"] == "cpu"
+    peak = report["gemm_peak"]["flops_per_second"]
+    assert positive(peak) and report["gemm_peak"]["dtype"] == "float32"
+    plan = device_check.SMOKE_PLAN
+    budgets = dict(zip(device_check.budget_labels(plan), plan.budget_bytes(), strict=True))
+    assert list(budgets) == ["8 MiB", "16 MiB", "24 MiB"]  # the study's 8/16/24 GiB, scaled and labelled
+    assert list(report["backbones"]) == list(device_check.SMOKE_CHECKPOINTS)
+    for name, section in report["backbones"].items():
+        assert positive(section["parameters"]) and positive(section["seconds"]), name
+        assert 0 < section["trainable"]["lora"] < section["trainable"]["full"], name
+        rates = [section["embedding"], section["finetune"]["full"], section["finetune"]["lora"]]
+        for rate in rates:
+            assert all(positive(rate[k]) for k in ("residues_per_second", "flops_per_second", "mfu", "seconds"))
+            assert rate["residues_per_second"] == pytest.approx(
+                rate["batch_size"] * rate["length"] * rate["steps"] / rate["seconds"])
+            assert rate["mfu"] == pytest.approx(rate["flops_per_second"] / peak)  # against the measured peak
+        assert [r["mode"] for r in rates] == ["inference", "train", "train"]
+        assert section["finetune"]["lora_over_full"] == pytest.approx(
+            rates[2]["residues_per_second"] / rates[1]["residues_per_second"])
+        for method in device_check.METHODS:
+            memory = section["memory"][method]
+            peaks = {int(n): p for n, p in memory["peaks_bytes"].items()}
+            assert peaks and all(p is not None and p >= 0 for p in peaks.values())
+            for label, budget in budgets.items():
+                longest = memory["longest"][label]
+                assert positive(longest) and longest <= memory["cap"] == plan.cap
+                assert peaks[longest] <= budget  # the length reported was measured within the budget
+                over = [n for n, p in peaks.items() if n > longest and p > budget]
+                assert memory["limit"][label] == ("cap" if longest == plan.cap else "memory")
+                if memory["limit"][label] == "memory":  # ... and one at most a resolution step longer was not
+                    assert over and min(over) - longest <= memory["resolution"]
+    markdown = (tmp_path / "device_check.md").read_text()
+    assert "**Smoke run**" in markdown and "MiB" in markdown
+    assert "| backbone | weights, dtype | parameters | embedding | full fine-tuning | LoRA | LoRA/full |" in markdown
+    assert "| backbone | full 8 MiB | full 16 MiB | full 24 MiB | LoRA 8 MiB | LoRA 16 MiB | LoRA 24 MiB |" in markdown
+    for name in device_check.SMOKE_CHECKPOINTS:
+        assert markdown.count(f"| {name} |") == 2  # a throughput row and an envelope row
+    assert "0.87x for esm2-8m, 4.47x for esm2-3b" in markdown and "Schmirler" in markdown
+
+
+def test_device_check_envelope_cells_say_what_stopped_the_search():
+    memory = {"longest": {"8 GiB": 0, "16 GiB": 448, "24 GiB": 1024},
+              "limit": {"8 GiB": "none fits", "16 GiB": "memory", "24 GiB": "cap"},
+              "peaks_bytes": {"64": None, "448": 10 * 1024**3, "512": None, "1024": 20 * 1024**3}}
+    assert [device_check.longest_cell(memory, b) for b in memory["longest"]] == ["< 64", "448", "≥ 1024 (cap)"]
+
+
+def test_device_check_skips_a_backbone_its_time_budget_cannot_hold_and_says_so():
+    # 60 s for esm2-650m's 649,400,981 parameters -> esm2-3b's 2,832,444,321 take 60 * 4.3617 s
+    assert device_check.estimate("esm2-3b", {}) is None  # the first backbone always runs
+    assert device_check.estimate("esm2-3b", {"esm2-650m": 60.0}) == pytest.approx(261.70, abs=0.01)
+    report = {"smoke": False, "complete": True, "elapsed_seconds": 400.0,
+              "machine": {"name": "NVIDIA H200", "memory_bytes": 140 * 1024**3, "torch": "2.11", "cuda": "13.0",
+                          "transformers": "5.17", "peft": "0.18", "device_type": "cuda"},
+              "settings": {**device_check.dataclasses.asdict(device_check.GPU_PLAN)},
+              "gemm_peak": {"dtype": "bfloat16", "flops_per_second": 7.5e14, "size": 8192},
+              "study_reference": device_check.STUDY_FIGURE_5A,
+              "backbones": {"esm2-3b": {"skipped": "time budget: 300 s spent | about 262 s more\nneeded"}}}
+    markdown = device_check.markdown(report)
+    assert "| esm2-3b | time budget: 300 s spent / about 262 s more needed | | | | | | |" in markdown
+    assert "NVIDIA H200, 140 GiB; torch 2.11, CUDA 13.0" in markdown and "750 TFLOP/s (bfloat16, 8192³" in markdown
+
+
+def test_device_check_refuses_in_one_line_without_an_output_folder_or_a_gpu(monkeypatch, tmp_path):
+    monkeypatch.delenv("OUT", raising=False)
+    result = CliRunner().invoke(device_check.main, ["--smoke"])
+    assert result.exit_code == 1 and result.output == "Error: no output folder: give --out DIR or set $OUT\n"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(device_check.main, [], env={"OUT": str(tmp_path)})
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "needs a CUDA GPU" in result.output
+    result = CliRunner().invoke(device_check.main, ["--smoke", "--out", str(tmp_path), "--backbone", "esm2-3b"])
+    assert result.exit_code == 1 and "the smoke run has esm2-650m, prott5, ankh-large" in result.output
+    assert not list(tmp_path.iterdir())  # refused before any work

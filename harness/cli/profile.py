@@ -63,7 +63,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
             progress.advance(job)
         envelope = None
         if not no_envelope:
-            cap = max_length or profiler.backbone.max_length or 4096
+            cap = profiler.length_cap(max_length)
             budget_bytes = [int(b * GIB) for b in budgets] or default_budgets(profiler)
             progress.update(job, description=f"memory envelope ({profiler.mode} at batch 1)", total=None)
 

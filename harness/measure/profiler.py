@@ -36,6 +36,7 @@ from plm_bench.run.training import labels_for, loss_fn
 from plm_bench.tasks.task import Example, Task
 
 GIB = 1024**3
+SEARCH_CAP = 4096  # residues: the envelope search's cap for backbones without a length limit (T5)
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched against
 # torch.cuda.get_device_name in this order (more specific names first).
@@ -229,6 +230,11 @@ class Profiler:
             longest[budget] = low
         return Envelope(peaks=dict(sorted(peaks.items())), longest=longest, max_length=max_length,
                         resolution=resolution)
+
+    def length_cap(self, requested: int | None = None) -> int:
+        """The longest length an envelope search tries: ``requested``, else the backbone's
+        maximum, else :data:`SEARCH_CAP`."""
+        return requested or self.backbone.max_length or SEARCH_CAP
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
