@@ -112,15 +112,14 @@ def save_random_esm(backbone: str, folder: Path, seed: int = 1) -> Path:
     (weights, config and ESM2's vocab.txt), so every seed of a run loads the *same* weights
     (with ``--init random`` each seed draws its own, and no cache could be shared across seeds).
 
-    The config gets the published checkpoints' dropout, 0.0: ``--init random`` keeps
-    transformers' default of 0.1, whose random masks cost more than half of a CPU training
-    forward and whose saved masks inflate peak memory, so timings would not be ESM2's."""
+    The config is ESM2's as released (plugins/esm.py), dropout 0.0 included: transformers'
+    default of 0.1 would cost more than half of a CPU training forward in random masks and
+    inflate peak memory, so timings would not be ESM2's."""
     from transformers import EsmTokenizer
 
     if plugins.get("backbone", backbone).family != "esm2":
         raise BenchError(f"backbone {backbone} is not ESM2: pass its weights with --backbone-path instead")
     model = load(backbone, backbone_path=None, init="random", device="cpu", seed=seed).model
-    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
