@@ -45,6 +45,9 @@ class RunContext:
     progress: Progress = field(default_factory=Progress)  # silent by default; workers get its event log only
     artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
     pending_dir: Path | None = None  # where a finished run journals its record until the store holds it
+    # where a run saves its training state after each validation, for a rerun to resume from (the store's
+    # resume_folder, which deletes it once the record is stored); None: no checkpointing
+    resume_dir: Path | None = None
 
     @property
     def torch_device(self) -> torch.device:
@@ -122,6 +125,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "epochs_saved": config.epochs - outcome.epochs_run,
         },
         history=outcome.history,
+        **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
         **({"truncation": truncated} if truncated else {}),
         parameters={
             "trainable": sum(p.numel() for p in model.trainable_parameters()),
