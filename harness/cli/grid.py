@@ -96,7 +96,7 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
 
     from functools import partial
 
-    from plm_bench.results.store import folder_for, pending_folder
+    from plm_bench.results.store import folder_for, pending_folder, resume_folder
     from plm_bench.run.driver import attempt
     from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
@@ -105,7 +105,8 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     # absolute paths: workers of other launchers may start elsewhere
     context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
                          artifact_dir=folder_for(store_path).resolve(),
-                         pending_dir=pending_folder(store_path).resolve())
+                         pending_dir=pending_folder(store_path).resolve(),
+                         resume_dir=resume_folder(store_path).resolve())
     with progress:
         records = drive(todo, spec, partial(attempt, context=context), results, options, progress)
     failed = sum(r["status"] == "failed" for r in records)

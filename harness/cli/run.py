@@ -43,7 +43,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     from plm_bench import plugins
     from plm_bench.config import RunConfig, protocol_seeds
     from plm_bench.results import records
-    from plm_bench.results.store import Store, folder_for
+    from plm_bench.results.store import Store, folder_for, resume_folder
     from plm_bench.run.driver import attempt, drive, split_done
     from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
@@ -65,7 +65,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
                       soft_wrap=True)
     progress = for_command(results.path, err_console, log_json, show_failed=False)  # reported below
     context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
-                         artifact_dir=folder_for(results.path))
+                         artifact_dir=folder_for(results.path), resume_dir=resume_folder(results.path))
     with progress:
         ran = drive(todo, plugins.get("launcher", "local"), partial(attempt, context=context), results,
                     {"workers": 1}, progress)

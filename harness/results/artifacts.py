@@ -79,25 +79,35 @@ def verified_path(folder: Path, artifact: dict[str, Any]) -> Path:
     return path
 
 
-@torch.no_grad()
 def load_into(model: nn.Module, path: Path) -> None:
     """Copy saved weights into ``model`` (rebuilt from the run's config); they must fit it exactly."""
     try:
         tensors = load_file(path)
     except SafetensorError as exc:
         raise BenchError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        copy_trainable(model, tensors)
+    except ValueError as exc:
+        raise BenchError(f"{path} does not fit the rebuilt model ({exc}); the plugins changed since the run: "
+                         "rerun it with --force") from None
+
+
+@torch.no_grad()
+def copy_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` (a :func:`trainable_state`) into ``model`` in place. They must fit exactly:
+    a ``ValueError`` saying what differs, before anything is copied, if they do not."""
     for name, parameter in model.named_parameters():  # lazy layers (e.g. probe-flat) learn their width in training
         if isinstance(parameter, nn.parameter.UninitializedParameter) and name in tensors:
             parameter.materialize(tensors[name].shape)
     expected = trainable_state(model)
     if set(tensors) != set(expected):
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise BenchError(f"{path} does not fit the rebuilt model (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}); the plugins changed since the run: rerun it with --force")
+        raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     for name, parameter in expected.items():
         if tensors[name].shape != parameter.shape:
-            raise BenchError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, the rebuilt model "
-                             f"{tuple(parameter.shape)}; rerun the run with --force")
+            raise ValueError(f"{name} has shape {tuple(tensors[name].shape)}, the rebuilt model "
+                             f"{tuple(parameter.shape)}")
+    for name, parameter in expected.items():
         parameter.copy_(tensors[name])
 
 

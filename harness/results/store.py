@@ -5,9 +5,12 @@ partial row. WAL mode lets readers (leaderboards) work while a run writes.
 
 Nothing is lost or silently wrong: a run's record is journaled as JSON in ``<store>.pending/``
 until the store holds it (a worker writes it there when its run ends, a failed store write
-leaves it there), and the next writer imports what it finds. Read commands open the file
-read-only (``mode=ro``; a shared read-only results file works) and never create one. Rows are
-validated on read; a bad one is reported once and skipped.
+leaves it there), and the next writer imports what it finds. An unfinished run's training
+state waits in ``<store>.resume/`` (its rerun resumes from it) and is deleted here, once the
+store holds the finished record: not when the record is built, since `bench run` journals
+nothing and a kill before the store write would then lose the whole run. Read commands open
+the file read-only (``mode=ro``; a shared read-only results file works) and never create one.
+Rows are validated on read; a bad one is reported once and skipped.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ def pending_folder(store_path: Path) -> Path:
     """Records not yet in the store at ``store_path``, one ``<config hash>.json`` each."""
     store_path = Path(store_path)
     return store_path.with_name(f"{store_path.stem}.pending")
+
+
+def resume_folder(store_path: Path) -> Path:
+    """Where unfinished runs of the store at ``store_path`` keep their training state (see
+    :mod:`plm_bench.run.resume`), one :func:`resume_file` each."""
+    store_path = Path(store_path)
+    return store_path.with_name(f"{store_path.stem}.resume")
+
+
+def resume_file(folder: Path, config_hash: str) -> Path:
+    """The training state of the run of ``config_hash`` in ``folder``: named by config hash, so
+    only a rerun of the same config can find it."""
+    return Path(folder) / f"{config_hash}.pt"
 
 
 def journal(record: dict, folder: Path) -> Path:
@@ -134,6 +150,8 @@ class Store:
             raise BenchError(f"{self.path}: the run finished but could not be stored ({problem}); its record is "
                              f"kept in {kept}: {then}") from None
         (pending_folder(self.path) / f"{record['config_hash']}.json").unlink(missing_ok=True)
+        if record["status"] == "finished":  # a failed run keeps its state: the retry resumes from it
+            resume_file(resume_folder(self.path), record["config_hash"]).unlink(missing_ok=True)
         if "artifact" in record:
             from plm_bench.results.artifacts import prune
 

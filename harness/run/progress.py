@@ -1,8 +1,9 @@
 """Progress of runs, wherever they execute: one layer for `bench run`, `bench grid` and workers.
 
-A run reports *events* (start, embedding, training, each validation, early stop, testing; the
-driver adds its end). Each event is one JSON line in the run's own file in ``<store>.events/``,
-written by the process that runs it (a worker on another node too, when the folder is on a
+A run reports *events* (start, embedding, training, resuming from a saved training state or
+discarding an unusable one, each validation, early stop, testing; the driver adds its end).
+Each event is one JSON line in the run's own file in ``<store>.events/``, written by the process
+that runs it (a worker on another node too, when the folder is on a
 shared file system), so `bench status` and other tools can follow a grid from another shell.
 The driver shows every event once: a run in its own process directly, a worker's by following
 its file; in a terminal as lines above a rich bar, otherwise as plain timestamped lines (a log
@@ -89,6 +90,11 @@ def describe(event: dict) -> str:
                 f"(best {event['best']:.4f}), valid loss {event['valid_loss']:.4g}, "
                 f"train loss {event['train_loss']:.4g}, "
                 f"ETA {duration(event['eta_seconds'])}")
+    elif kind == "resuming":
+        text = (f"resuming from epoch {event['epoch']:.2f}/{event['epochs']}, validation {event['step']} "
+                "(the training state an interrupted attempt saved)")
+    elif kind == "resume_discarded":
+        text = f"discarded the saved training state {event['file']} ({event['problem']}); starting over"
     elif kind == "early_stop":
         text = (f"early stop at epoch {event['epoch']:.2f}: {event['patience']} validations without "
                 f"improvement, best {metric} {event['best']:.4f}"
@@ -183,7 +189,7 @@ class Bars:
         run = event["config_hash"]
         if event["event"] == "start":
             self.runs[run] = self.bars.add_task(label(event), total=event["epochs"])
-        elif event["event"] == "validation" and run in self.runs:
+        elif event["event"] in ("validation", "resuming") and run in self.runs:
             self.bars.update(self.runs[run], completed=event["epoch"])
         elif event["event"] == "end" and run in self.runs:
             self.bars.remove_task(self.runs.pop(run))
@@ -305,6 +311,7 @@ class Progress:
         self.run: dict | None = None  # the identity of the run this process executes now
         self.epochs = 0
         self.training_started = 0.0
+        self.resumed_epoch = 0.0  # where training of this attempt began: the ETA counts from there
         self.follower: Follower | None = None
         self.lock = threading.Lock()
         self.runs_total = self.runs_done = 0
@@ -374,13 +381,25 @@ class Progress:
     def training(self, examples: int) -> None:
         """Training begins: the clock of the ETA starts here, after loading and embedding."""
         self.training_started = time.monotonic()
+        self.resumed_epoch = 0.0
         if self.run:
             self.emit(self.run, "training", examples=examples, epoch=0)
 
+    def resuming(self, epoch: float, step: int) -> None:
+        """Training goes on from the state saved at validation ``step`` (epoch ``epoch``)."""
+        self.resumed_epoch = epoch
+        if self.run:
+            self.emit(self.run, "resuming", epoch=epoch, epochs=self.epochs, step=step)
+
+    def resume_discarded(self, file: str, problem: str) -> None:
+        """A saved training state could not be used (``problem``): it was deleted, training starts over."""
+        if self.run:
+            self.emit(self.run, "resume_discarded", file=file, problem=problem)
+
     def validation(self, epoch: float, step: int, value: float, best: float, train_loss: float,
                    valid_loss: float) -> None:
-        elapsed = time.monotonic() - self.training_started
-        eta = elapsed / epoch * (self.epochs - epoch) if epoch > 0 else 0.0
+        elapsed, trained = time.monotonic() - self.training_started, epoch - self.resumed_epoch
+        eta = elapsed / trained * (self.epochs - epoch) if trained > 0 else 0.0
         if self.run:
             self.emit(self.run, "validation", epoch=epoch, epochs=self.epochs, step=step, value=value,
                       best=best, valid_loss=valid_loss, train_loss=train_loss, eta_seconds=eta)

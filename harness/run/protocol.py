@@ -51,6 +51,9 @@ class RunContext:
     progress: Progress = field(default_factory=Progress)  # silent by default; workers get its event log only
     artifact_dir: Path | None = None  # where runs save their trained weights; None: not saved
     pending_dir: Path | None = None  # where a finished run journals its record until the store holds it
+    # where a run saves its training state after each validation, for a rerun to resume from (the store's
+    # resume_folder, which deletes it once the record is stored); None: no checkpointing
+    resume_dir: Path | None = None
 
     @property
     def torch_device(self) -> torch.device:
@@ -135,6 +138,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "still_improving": still_improving(outcome),
         },
         history=outcome.history,
+        **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
         **({"truncation": truncated} if truncated else {}),
         duplicates=duplicates,
         **({"test_subset": test_subset} if test_subset else {}),

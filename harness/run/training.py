@@ -25,6 +25,7 @@ from torch import nn
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
 from plm_bench.results.artifacts import trainable_state
+from plm_bench.run import resume
 from plm_bench.run.batching import length_buckets
 from plm_bench.tasks.task import Example, Task
 
@@ -201,6 +202,7 @@ class Outcome:
     train_seconds: float
     samples: int
     residues: int
+    resumed_from: dict | None = None  # the validation a rerun went on from (:mod:`plm_bench.run.resume`)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -242,7 +244,11 @@ def better(config: RunConfig, valid: float, valid_loss: float, than: Checkpoint 
 
 def train(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
           context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
-    """Train under the run protocol; ``validate()`` returns (primary metric, loss) on valid."""
+    """Train under the run protocol; ``validate()`` returns (primary metric, loss) on valid.
+
+    With ``context.resume_dir`` the training state is saved after every validation, and a rerun
+    of the same config goes on from the last one saved (:mod:`plm_bench.run.resume`).
+    """
     if hasattr(model.head, "fit") and model.backbone is None:
         return fit_closed_form(model, task, splits["train"], features["train"], config, context, validate)
     device = context.torch_device
@@ -256,13 +262,33 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     samples=0, residues=0)
     since_improvement, early_best = 0, None
     loss = float("nan")
+    first_epoch, resumed_batches = 1, 0
     context.progress.training(len(splits["train"]))
-    for epoch in range(1, config.epochs + 1):
+    saved = resume.load(context.resume_dir, config, model, optimizer, scheduler, state, device,
+                        context.progress) if context.resume_dir else None
+    if saved:
+        first_epoch, resumed_batches, loss = saved.epoch, saved.batches_done, saved.loss
+        since_improvement, early_best = saved.since_improvement, saved.early_best
+        generator.set_state(saved.epoch_generator)  # the epoch's batch order is drawn again, the same
+        state.resumed_from = {"epoch": state.history[-1]["epoch"], "step": state.history[-1]["step"]}
+        context.progress.resuming(state.epochs_run, len(state.history))
+
+    def halted() -> bool:
+        return state.stopped_at_epoch is not None and config.checkpoint == "early-stop"
+
+    for epoch in range(first_epoch, config.epochs + 1):
+        if halted():
+            break
         model.train()
+        epoch_generator = generator.get_state()
         order = batches(units.lengths(), config.batch_size, generator)
         checks = {max(0, round(len(order) * j / config.val_per_epoch) - 1) for j in range(1, config.val_per_epoch + 1)}
         steps_bar = context.progress.add_task(f"epoch {epoch}", total=len(order))
+        done = resumed_batches if epoch == first_epoch else 0  # trained on before the run was resumed
+        context.progress.advance(steps_bar, done)
         for b, idx in enumerate(order):
+            if b < done:
+                continue
             started = time.perf_counter()
             batch_loss = step(model, units, idx, optimizer, state, device, config.grad_clip, scheduler)
             loss = loss if batch_loss is None else batch_loss
@@ -290,11 +316,12 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     state.stopped_at_epoch, state.early_stop = state.epochs_run, state.best
                     context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
                                                stops=config.checkpoint == "early-stop")
-                    if config.checkpoint == "early-stop":
-                        break
+            if context.resume_dir:
+                resume.save(context.resume_dir, config, model, optimizer, scheduler, state, device,
+                            resume.Position(epoch, b + 1, epoch_generator, loss, since_improvement, early_best))
+            if halted():
+                break
         context.progress.remove_task(steps_bar)
-        if state.stopped_at_epoch is not None and config.checkpoint == "early-stop":
-            break
     state.early_stop = state.early_stop or state.best
     return state
 
