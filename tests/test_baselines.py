@@ -128,3 +128,20 @@ def test_untrained_and_shuffled_label_heads_are_baselines_the_model_beats(level,
         assert shuffled <= prior + 0.05 and prior < model, found["baselines"]
     else:
         assert shuffled >= 0.9 * prior and prior > 2 * model, found["baselines"]
+
+
+def test_the_shuffled_label_head_never_resumes_from_the_runs_saved_state(tmp_path, monkeypatch):
+    """Both trainings share the run's config hash; only the run's own may save and resume state."""
+    from dataclasses import replace
+
+    from synthetic_tasks import CHARGE, context, register_tasks
+
+    from plm_bench.config import RunConfig
+    from plm_bench.run.protocol import execute
+
+    register_tasks(monkeypatch)
+    monkeypatch.setenv("PLM_BENCH_CACHE", str(tmp_path / "cache"))
+    run = RunConfig(backbone="onehot", task=CHARGE.name, epochs=5, shuffled_labels=True).resolved()
+    plain = execute(run, context(tmp_path))["baseline"]
+    saving = execute(run, replace(context(tmp_path), resume_dir=tmp_path / "resume"))["baseline"]
+    assert saving == plain

@@ -243,7 +243,7 @@ def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone
     model = Model(None, fresh_head(config, task, backbone, False)).to(context.torch_device)
     if config.standardize:
         model.head.fit_standardization(features["train"])
-    quiet = replace(context, progress=Progress())
+    quiet = replace(context, progress=Progress(), resume_dir=None)  # the saved training state is the run's
 
     def validate() -> tuple[float, float]:
         valid = predict(model, splits["valid"], features["valid"], config.batch_size)
