@@ -108,11 +108,25 @@ def test_delta_frozen_is_paired_over_seeds_and_labels_the_figure1_rule():
 
 def test_delta_pairs_only_conditions_equal_in_everything_but_the_axis():
     runs = [r for r in RECORDS if r["config"]["method"] == "full"]
-    runs += [record("esm2-8m", "frozen", "gb1", s, 0.8, epochs=3) for s in (1, 2, 3)]  # other epochs
+    runs += [record("esm2-8m", "frozen", "gb1", s, 0.8, limit_train=100) for s in (1, 2, 3)]  # other data
     with pytest.raises(BenchError, match="run `bench run --method frozen`"):
         lb.delta(runs, "frozen")
-    ambiguous = RECORDS + [record("esm2-8m", "frozen", "gb1", s, 0.7, lr=1e-4) for s in (1, 2)]
-    with pytest.raises(BenchError, match="differ in lr; pick one with --where"):
+
+
+def test_delta_frozen_lets_each_method_keep_its_training_recipe():
+    """The study trains frozen heads 50-240 epochs and fine-tunes 5-50: a method's epochs (and every
+    other protocol setting, lr, options, head) are its own, so they pair; among several frozen
+    candidates the one closest in those settings is the pair."""
+    full = [r for r in RECORDS if r["config"]["method"] == "full"]
+    frozen = [record("esm2-8m", "frozen", "gb1", s, 0.8, epochs=240) for s in (1, 2, 3)]
+    report = lb.delta(full + frozen, "frozen")
+    [row] = report.rows.values()
+    assert row["gb1"].mean == pytest.approx((0.06 + 0.09 + 0.09) / 3)  # full 0.86, 0.89, 0.89 minus 0.8
+    probe = [record("esm2-8m", "frozen", "gb1", s, 0.1, epochs=240, head="probe-mean") for s in (1, 2, 3)]
+    [row] = lb.delta(full + frozen + probe, "frozen").rows.values()
+    assert row["gb1"].mean == pytest.approx((0.06 + 0.09 + 0.09) / 3)  # the MLP head's twin, not the probe
+    ambiguous = full + [record("esm2-8m", "frozen", "gb1", s, 0.7, lr=lr) for s in (1, 2) for lr in (1e-4, 1e-2)]
+    with pytest.raises(BenchError, match="differ in lr; pick one with --where"):  # equally close to full's 1e-3
         lb.delta(ambiguous, "frozen")
 
 

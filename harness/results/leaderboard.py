@@ -40,8 +40,12 @@ COLUMN = "task"  # what the columns of a leaderboard are
 STUDY_PROTOCOL = "study"  # the protocol whose runs are comparable with the study's published values
 TEST_SELECTED = {"esm2-3b"}  # backbones whose published values are the study's best *test* epoch (DESIGN.md)
 FIGURE1 = "Fig. 1 rule"
-# Settings a baseline method brings with it: each method resolves its own lr and options.
-AXIS_FIELDS = {"method": ("method", "method_options", "lr")}
+# Settings a baseline method brings with it: its training recipe. Each method resolves its own lr,
+# options, head and every protocol setting (the study trains frozen heads 50-240 epochs and
+# fine-tunes 5-50), so `--delta frozen` pairs runs on the same backbone, data and seed whose
+# recipes are each their method's; the data, the weights and the seed must still be equal.
+AXIS_FIELDS = {"method": ("method", "method_options", "lr", "head", "patience", "min_delta",
+                          *(f.name for f in config_fields() if f.metadata["protocol"]))}
 DELTA_SHORTHANDS = {"init": ("init", "random")}  # --delta init: what pretraining adds over random weights
 
 Condition = dict[str, str]  # field name -> JSON of its value (hashable, exact)
@@ -364,6 +368,14 @@ def parse_delta(spec: str) -> tuple[str, str]:
     return name, value
 
 
+def closest(candidates: list[str], c: Condition, conditions: dict[str, Condition], fields: Sequence[str]) -> list[str]:
+    """The baseline candidates equal to condition ``c`` in the most of ``fields`` (those the pairing
+    lets differ): a frozen MLP head pairs with the fine-tuned MLP head's run, not the probe's."""
+    equal = {k: sum(conditions[k].get(f) == c.get(f) for f in fields) for k in candidates}
+    most = max(equal.values(), default=0)
+    return [k for k in candidates if equal[k] == most]
+
+
 def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "t",
           by: Sequence[str] = ()) -> Report:
     """Gain of each condition over the baseline condition that matches it in every setting but
@@ -403,7 +415,7 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
                           f"over shared seeds (gain/loss: its CI excludes 0), and the study's {FIGURE1} (gain: the "
                           "difference of means exceeds the sum of both CIs)")
     for key, c in sorted(compared.items(), key=lambda kv: label(kv[1], labels)):
-        candidates = bases[pair_key(c)]
+        candidates = closest(bases[pair_key(c)], c, conditions, ignored)
         if len(candidates) > 1:
             differ = sorted({n for n in ignored if len({conditions[b][n] for b in candidates}) > 1})
             raise BenchError(f"{len(candidates)} {axis} = {baseline} conditions match {' '.join(label(c, labels))}: "
