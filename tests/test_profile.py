@@ -3,6 +3,8 @@ longest-length search against a known memory curve, and the command end to end o
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,6 +14,8 @@ from plm_bench.errors import BenchError
 from plm_bench.measure import profiler as profile
 from plm_bench.measure.memory import MemoryMeter
 from plm_bench.measure.profiler import GIB, Profiler, model_flops, profile_config
+from plm_bench.results import profiles
+from plm_bench.results.store import Store
 
 MIB = 1024**2
 
@@ -123,22 +127,67 @@ def test_profile_command_prints_throughput_and_envelope_and_plots(tiny_esm, tmp_
     plot = tmp_path / "envelope.png"
     result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--device", "cpu",
                     "--batch-size", "2", "--length", "16", "--steps", "1", "--budget", "0.5",
-                    "--max-length", "128", "--plot", str(plot))
+                    "--max-length", "128", "--plot", str(plot), "--store", str(tmp_path / "s.sqlite"))
     assert result.exit_code == 0, result.output
     assert "train" in result.output and "inference" in result.output and "residues/s" in result.output
-    assert ">= 128 (the length cap, not memory)" in result.output  # a tiny model fits its cap in 0.5 GiB
+    assert "≥ 128 (the length cap, not memory)" in result.output  # a tiny model fits its cap in 0.5 GiB
     assert plot.stat().st_size > 0
 
 
-def test_frozen_profiles_inference_only(tiny_esm):
+def test_frozen_profiles_inference_only(tiny_esm, tmp_path):
     result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--method", "frozen",
-                    "--device", "cpu", "--batch-size", "1", "--length", "8", "--steps", "1", "--no-envelope")
+                    "--device", "cpu", "--batch-size", "1", "--length", "8", "--steps", "1", "--no-envelope",
+                    "--store", str(tmp_path / "s.sqlite"))
     assert result.exit_code == 0, result.output
     assert "inference" in result.output and "│ train" not in result.output
 
 
-def test_plot_without_envelope_is_one_line_error(tiny_esm):
+def test_plot_without_envelope_is_one_line_error(tiny_esm, tmp_path):
     result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--device", "cpu",
-                    "--no-envelope", "--plot", "x.png")
+                    "--no-envelope", "--plot", "x.png", "--store", str(tmp_path / "s.sqlite"))
     assert result.exit_code == 2
     assert "--plot draws the memory envelope" in result.output and "Traceback" not in result.output
+
+
+def test_profile_command_stores_a_validated_entry_of_what_it_measured(tiny_esm, tmp_path, lora):
+    path = tmp_path / "s.sqlite"
+    result = invoke("profile", "--backbone", "esm2-8m", "--backbone-path", str(tiny_esm), "--device", "cpu",
+                    "--batch-size", "2", "--length", "16", "--steps", "3", "--budget", "0.004", "--budget", "0.05",
+                    "--max-length", "256", "--resolution", "64", "--store", str(path))
+    assert result.exit_code == 0, result.output
+    [stored] = Store(path, read_only=True).profiles()  # validated on read
+    assert f"stored as profile {stored['profile_id']} in {path}" in result.output
+    assert (stored["backbone"], stored["backbone_path"], stored["method"], stored["init"], stored["dtype"]) == \
+        ("esm2-8m", str(tiny_esm), "lora", "pretrained", "float32")
+    assert stored["device"].startswith("CPU (") and stored["environment"]["torch"] == torch.__version__
+    assert [r["mode"] for r in stored["rates"]] == ["train", "inference"]
+    for rate in stored["rates"]:
+        assert (rate["batch_size"], rate["length"], rate["steps"]) == (2, 16, 3)
+        assert rate["residues_per_second"] == pytest.approx(2 * 16 * 3 / rate["seconds"])
+        assert rate["mfu"] is None and stored["peak_flops_per_second"] is None  # no bf16 peak on CPU
+    peft_trainable, peft_total = lora.model.backbone.model.get_nb_trainable_parameters()  # peft's own count
+    head = sum(p.numel() for p in lora.model.head.parameters())
+    assert stored["parameters"] == {"trainable": peft_trainable + head, "total": peft_total + head}
+    envelope = stored["envelope"]
+    assert (envelope["step"], envelope["memory"], envelope["max_length"], envelope["resolution"]) == \
+        ("train", "process_rss", 256, 64)
+    assert [b["bytes"] for b in envelope["budgets"]] == [int(0.004 * GIB), int(0.05 * GIB)]
+    peaks = {p["length"]: p["bytes"] for p in envelope["peaks"]}
+    for budget in envelope["budgets"]:  # each longest is the longest probed length whose peak fits
+        fitting = [n for n, peak in peaks.items() if peak is not None and peak <= budget["bytes"]]
+        assert budget["longest"] == max(fitting, default=0)
+        shown = profiles.longest_text(budget["longest"], 256, 64)
+        assert re.search(rf"│ {budget['bytes'] / GIB:g} +│ {re.escape(shown)} ", result.output)  # as printed
+
+
+def test_a_reprofile_adds_a_row_and_a_frozen_one_hot_profile_counts_its_head(tmp_path):
+    path = tmp_path / "s.sqlite"
+    arguments = ("profile", "--backbone", "onehot", "--method", "frozen", "--device", "cpu", "--batch-size", "1",
+                 "--length", "8", "--steps", "1", "--store", str(path))
+    assert invoke(*arguments, "--no-envelope").exit_code == 0
+    assert invoke(*arguments, "--budget", "0.05", "--max-length", "128").exit_code == 0
+    first, second = Store(path, read_only=True).profiles()
+    assert first["envelope"] is None and second["envelope"]["step"] == "inference"
+    assert [r["mode"] for r in second["rates"]] == ["inference"]
+    head = 21 * 32 + 32 + 32 + 1  # one-hot of 20 residues + unknown -> Dense(32) -> 1 output; no backbone weights
+    assert second["parameters"] == {"trainable": head, "total": head}

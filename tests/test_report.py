@@ -11,10 +11,13 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+from stored_profiles import profile
 
 from plm_bench.cli import main
 from plm_bench.config import RunConfig
+from plm_bench.errors import BenchError
 from plm_bench.results import leaderboard as lb
+from plm_bench.results import profiles as pf
 from plm_bench.results import records
 from plm_bench.results import report as rp
 from plm_bench.results.store import Store
@@ -123,6 +126,49 @@ def test_learning_curves_and_sensitivity_appear_only_where_the_store_varies_them
     assert "--overlap" in flat["Leakage: test proteins similar to training"].text[0]
 
 
+FULL_CPU = profile("esm2-8m", "full", {8: 512, 16: 1024, 24: 1536})
+LORA_CPU_OLD = profile("esm2-8m", "lora", {8: 960, 16: 1920, 24: 2880})
+LORA_CPU = profile("esm2-8m", "lora", {8: 1280, 16: 2048, 24: 4096})  # 4096: the length cap
+FROZEN_CPU = profile("onehot", "frozen", {8: 4096})
+LORA_GPU = profile("esm2-8m", "lora", {24: 0}, device="NVIDIA H100 80GB HBM3", peak_flops=4e12)
+PROFILES = [FULL_CPU, LORA_CPU_OLD, LORA_CPU, FROZEN_CPU, LORA_GPU]  # oldest first, as the store returns them
+
+
+def test_memory_envelope_shows_the_latest_profile_per_device_and_lora_over_full():
+    section = sections(profiles=PROFILES)["Memory envelope"]
+    cpu, ratios, gpu = section.tables
+    assert cpu.title.startswith("CPU (2 threads):") and gpu.title.startswith("NVIDIA H100 80GB HBM3:")
+    lora = cpu.rows[("esm2-8m", "lora", "float32")]
+    assert [lora[c] for c in ("≤ 8 GiB", "≤ 16 GiB", "≤ 24 GiB")] == ["1280", "2048", "≥ 4096 (cap)"]  # the latest
+    assert lora["profiles"] == "2" and lora["step"] == "train"
+    assert lora["train residues/s"] == lora["inference residues/s"] == "5,120"  # 8 * 256 * 5 / 2 s
+    assert lora["MFU train / inference"] == "n/a / n/a" and lora["batch × length"] == "8 × 256"
+    frozen = cpu.rows[("onehot", "frozen", "float32")]
+    assert (frozen["≤ 8 GiB"], frozen["≤ 16 GiB"], frozen["step"]) == ("≥ 4096 (cap)", None, "inference")
+    assert frozen["train residues/s"] is None and frozen["MFU train / inference"] == "— / n/a"
+    # lora / full: 1280 / 512 = 2.5, 2048 / 1024 = 2, and at 24 GiB lora hit its cap: at least 4096 / 1536 = 2.67
+    assert ratios.rows == {("esm2-8m", "lora / full", "float32"): {"≤ 8 GiB": "2.5×", "≤ 16 GiB": "2×",
+                                                                    "≤ 24 GiB": "≥ 2.7×"}}
+    on_gpu = gpu.rows[("esm2-8m", "lora", "float32")]
+    assert on_gpu["≤ 24 GiB"] == "< 64" and on_gpu["MFU train / inference"] == "25.0% / 25.0%"  # 1e12 / 4e12
+    assert "memory: peak reserved GPU memory" in gpu.caption and len(section.tables) == 3  # no full on the GPU
+
+
+def test_envelope_ratio_bounds_where_a_length_is_capped_or_fits_nothing():
+    capped = {"max_length": 1024, "resolution": 64}
+    assert pf.ratio_text(512, 1024, capped, capped) == "≤ 0.5×"  # full reached its cap: it may fit more
+    assert pf.ratio_text(1024, 1024, capped, capped) == "—"  # both capped: unknown
+    assert pf.ratio_text(640, 0, capped, capped) == "> 10×"  # full fits < 64 residues
+    assert pf.ratio_text(0, 256, capped, capped) == "< 0.25×"
+    assert pf.ratio_text(0, 0, capped, capped) == "—"
+
+
+def test_a_store_with_profiles_only_reports_its_envelope():
+    assert [s.title for s in rp.build([], profiles=[FULL_CPU])] == ["Memory envelope"]
+    with pytest.raises(BenchError, match="no finished runs to report on"):
+        rp.build([])
+
+
 def test_leakage_of_the_disorder_test_set(data_dir):
     found = rp.leakage("disorder", data_dir)
     assert (found.train, len(found.identities)) == (1056, 117)  # CheZOD1174 train split, CheZOD117 test
@@ -130,11 +176,13 @@ def test_leakage_of_the_disorder_test_set(data_dir):
     assert table.rows[("disorder",)]["test proteins"] == "117"
 
 
-def store_with(tmp_path, runs) -> str:
+def store_with(tmp_path, runs, profiles=()) -> str:
     path = tmp_path / "s.sqlite"
     store = Store(path)
     for r in runs:
         store.add(r)
+    for p in profiles:
+        store.add_profile(p)
     return str(path)
 
 
@@ -148,8 +196,26 @@ def test_bench_report_writes_html_and_markdown(tmp_path):
         assert "Recommendation per task" in text and "Fine-tune with lora on esm2-8m" in text
     page = (tmp_path / "report.html").read_text()
     assert page.count("<svg") >= 6 and "<script" not in page and 'src="http' not in page  # self-contained
+    assert (f"No profiles stored: measure one with `bench profile --backbone X --method lora --store {store}`"
+            in (tmp_path / "report.md").read_text())
     empty = CliRunner().invoke(main, ["report", "--store", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "x")])
     assert empty.exit_code == 2 and "no results store there" in empty.output  # read commands create none
+
+
+def test_bench_report_shows_the_stored_envelope_in_markdown_and_html(tmp_path):
+    store = store_with(tmp_path, STORE, PROFILES)
+    out = tmp_path / "report.md"
+    assert CliRunner().invoke(main, ["report", "--store", store, "--format", "md", "-o", str(out)]).exit_code == 0
+    text = out.read_text()
+    assert "## Memory envelope" in text and "No profiles stored" not in text
+    assert "| esm2-8m | lora | float32 | 1280 | 2048 | ≥ 4096 (cap) | train | 5,120 | 5,120 |" in text
+    assert "| esm2-8m | full | float32 | 512 | 1024 | 1536 | train |" in text
+    assert "| esm2-8m | lora / full | float32 | 2.5× | 2× | ≥ 2.7× |" in text
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", "--store", store, "--method", "full", "-o", str(page)]).exit_code == 0
+    html = page.read_text()  # --method selects profiles too: no lora row, so no ratio
+    assert "<h2>Memory envelope</h2>" in html and "<td class=\"label\">1536</td>" in html
+    assert "lora / full" not in html and "2048" not in html
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -173,7 +239,7 @@ def coloured_pixels(shot) -> int:
                     reason="headless Chromium not installed (Debian: apt-get install chromium); CI installs it")
 def test_the_report_draws_in_headless_chromium_without_console_errors(tmp_path):
     assert CHROMIUM, "CI=true: chromium must be installed (.ci/run installs it)"
-    text = rp.render(rp.build(STORE), "html")
+    text = rp.render(rp.build(STORE, profiles=PROFILES), "html")
     page, bare = tmp_path / "report.html", tmp_path / "bare.html"
     page.write_text(text)
     bare.write_text(re.sub(r'<figure class="chart">.*?</figure>', "", text, flags=re.S))  # the same without charts
@@ -185,6 +251,7 @@ def test_the_report_draws_in_headless_chromium_without_console_errors(tmp_path):
     console = [line for line in drawn.stderr.splitlines() + dom.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     assert dom.stdout.count("<svg") == text.count("<svg") >= 6  # every chart parsed into the DOM
+    assert "<h2>Memory envelope</h2>" in dom.stdout and "2.5×" in dom.stdout  # the envelope's tables
     with_charts, without = coloured_pixels(tmp_path / "shot.png"), coloured_pixels(tmp_path / "bare.png")
     assert with_charts > 3 * without + 20_000, f"{with_charts} coloured pixels vs {without} without charts"
     if os.environ.get("PLM_BENCH_SCREENSHOT"):

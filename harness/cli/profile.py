@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import config_options, console, device_option, err_console
+from plm_bench.cli.common import config_options, console, device_option, err_console, store_option
 
 STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 
@@ -21,6 +21,8 @@ STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
     "method": {"default": "lora", "help": "Adaptation method; frozen profiles inference (its backbone only embeds)."},
     "batch_size": {"help": "Sequences per step of the throughput measurement."}})
 @device_option
+@store_option("Results store the profile is added to, always: a profile not stored cannot be reported "
+              "(default $PLM_BENCH_STORE or ./bench-results.sqlite; `bench report` shows its memory envelope).")
 @click.option("--length", type=click.IntRange(min=1), default=256, show_default=True,
               help="Residues per sequence of the throughput measurement.")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
@@ -38,11 +40,15 @@ STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw peak memory against sequence length as a PNG here (needs matplotlib).")
 def profile(backbone: str, method: str, backbone_path: str | None, init: str, dtype: str, device: str,
-            batch_size: int, length: int, steps: int, budgets: tuple[float, ...], max_length: int | None,
-            resolution: int, no_envelope: bool, peak_tflops: float | None, plot: Path | None) -> None:
-    """Throughput and memory envelope (longest trainable sequence at batch 1 per budget) on this device."""
+            store: Path | None, batch_size: int, length: int, steps: int, budgets: tuple[float, ...],
+            max_length: int | None, resolution: int, no_envelope: bool, peak_tflops: float | None,
+            plot: Path | None) -> None:
+    """Throughput and memory envelope (longest trainable sequence at batch 1 per budget) on this
+    device, printed and added to the results store."""
     from plm_bench.errors import BenchError
     from plm_bench.measure.profiler import GIB, Profiler, plot_envelope, profile_config
+    from plm_bench.results import profiles
+    from plm_bench.results.store import Store
     from plm_bench.run import protocol
     from plm_bench.run.progress import display
     from plm_bench.run.protocol import RunContext
@@ -50,11 +56,12 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     torch_device = RunContext(data_dir=Path("."), device=device).torch_device
     if plot and no_envelope:
         raise BenchError("--plot draws the memory envelope: drop --no-envelope")
+    results = Store(store)  # before measuring: an unwritable store fails now, not after minutes
+    config = profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init)
     progress = display(err_console)  # a bar in a terminal, a line per step in a log
     with progress:
         job = progress.add_task(f"loading {backbone}", total=None, announce=True)
-        profiler = Profiler(profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init),
-                            torch_device, peak_flops=peak_tflops * 1e12 if peak_tflops else None)
+        profiler = Profiler(config, torch_device, peak_flops=peak_tflops * 1e12 if peak_tflops else None)
         modes = ("train", "inference") if profiler.trains else ("inference",)
         progress.update(job, description="throughput", total=len(modes), completed=0)
         rates = []
@@ -76,30 +83,33 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
         progress.remove_task(job)
 
     dtype_name = protocol.dtype_name(profiler.backbone.parameters(), profiler.backbone.buffers())
-    trainable = sum(p.numel() for p in profiler.model.trainable_parameters())
-    title = (f"{backbone} · {method} · {dtype_name} on {device_name(torch_device)} · "
-             f"{profiler.parameters / 1e6:,.1f}M parameters, {trainable / 1e6:,.2f}M trainable")
+    where = device_name(torch_device)
+    counts = protocol.parameter_counts(profiler.backbone, profiler.model)
+    entry = profiles.entry(config, dtype=dtype_name, device=where, parameters=counts, rates=rates,
+                           peak_flops=profiler.peak_flops, envelope=envelope,
+                           environment=protocol.environment(torch_device))
+    title = (f"{backbone} · {method} · {dtype_name} on {where} · "
+             f"{counts['total'] / 1e6:,.1f}M parameters, {counts['trainable'] / 1e6:,.2f}M trainable")
     table = Table("step", "batch", "length", "residues/s", "model TFLOP/s", "MFU (bf16 peak)", title=title)
     for rate in rates:
         table.add_row(rate.mode, str(rate.batch_size), str(rate.length), f"{rate.residues_per_second:,.0f}",
                       f"{rate.flops_per_second / 1e12:.3g}", "n/a" if rate.mfu is None else f"{rate.mfu:.1%}")
     console.print(table)
-    if envelope is None:
-        return
-    memory = "peak reserved GPU memory" if torch_device.type == "cuda" else "peak resident memory of model and step"
-    budgets_table = Table("budget (GiB)", "longest sequence at batch 1 (residues)",
-                          title=f"Memory envelope: one {profiler.mode} step at batch 1 ({memory}), "
-                                f"to {resolution} residues")
-    for budget, longest in envelope.longest.items():
-        text = (f">= {envelope.max_length} (the length cap, not memory)" if longest >= envelope.max_length
-                else f"< {resolution}" if longest == 0 else str(longest))
-        budgets_table.add_row(f"{budget / GIB:g}", text)
-    console.print(budgets_table)
-    console.print("measured: " + ", ".join(f"{n}: {'OOM' if p is None else f'{p / GIB:.2f} GiB'}"
-                                           for n, p in envelope.peaks.items()), highlight=False)
-    if plot:
-        plot_envelope({f"{backbone} {method}": envelope}, plot)
-        console.print(f"plot written to {plot}")
+    if envelope is not None:
+        budgets_table = Table("budget (GiB)", "longest sequence at batch 1 (residues)",
+                              title=f"Memory envelope: one {envelope.step} step at batch 1 "
+                                    f"({profiles.MEMORY_KINDS[envelope.memory]}), to {resolution} residues")
+        for budget, longest in envelope.longest.items():
+            budgets_table.add_row(f"{budget / GIB:g}", profiles.longest_text(longest, envelope.max_length, resolution))
+        console.print(budgets_table)
+        console.print("measured: " + ", ".join(f"{n}: {'OOM' if p is None else f'{p / GIB:.2f} GiB'}"
+                                               for n, p in envelope.peaks.items()), highlight=False)
+        if plot:
+            plot_envelope({f"{backbone} {method}": envelope}, plot)
+            console.print(f"plot written to {plot}")
+    profile_id = results.add_profile(entry)
+    console.print(f"stored as profile {profile_id} in {results.path} (`bench report` shows it)", highlight=False,
+                  soft_wrap=True)
 
 
 def default_budgets(profiler) -> list[int]:

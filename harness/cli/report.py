@@ -28,17 +28,21 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
            where: tuple[str, ...], smoke: bool, metric: str | None, ci: str, overlap: bool, data_dir: Path | None,
            fmt: str, output: Path) -> None:
     """One self-contained page from the store: fine-tuned − frozen heatmap with significance, accuracy vs
-    cost with Pareto fronts, learning curves, sensitivity to varying settings, leakage, and a
-    recommendation per task."""
+    cost with Pareto fronts, the memory envelope from `bench profile`, learning curves, sensitivity to
+    varying settings, leakage, and a recommendation per task."""
     from plm_bench.results import report as rp
+    from plm_bench.results.store import Store
     from plm_bench.tasks.sources import default_data_dir
 
     records, notes = selected(store, tasks, backbones, methods, where, smoke)
+    results = Store(store, read_only=True)
+    profiles = [p for p in results.profiles() if (not backbones or p["backbone"] in backbones)
+                and (not methods or p["method"] in methods)]  # --task and --where select runs only
     found = None
     if overlap:
         found = []
         for task in sorted({r["config"]["task"] for r in records}):
             found.append(rp.leakage(task, data_dir or default_data_dir()))
             console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
-    output.write_text(rp.render(rp.build(records, metric, ci, found, notes), fmt))
+    output.write_text(rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path)), fmt))
     console.print(f"{fmt} report written to {output}", highlight=False)

@@ -89,6 +89,12 @@ class MemoryMeter:
                 libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
             self._trim = getattr(libc, "malloc_trim", None)
 
+    @property
+    def kind(self) -> str:
+        """What :meth:`measure` returns, as a stored envelope names it (described, torch-free, in
+        :data:`plm_bench.results.profiles.MEMORY_KINDS`)."""
+        return "cuda_reserved" if self.device.type == "cuda" else "process_rss"
+
     def _settle(self) -> None:
         gc.collect()
         if self.device.type == "cuda":

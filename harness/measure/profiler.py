@@ -102,6 +102,8 @@ class Envelope:
     longest: dict[int, int]  # budget bytes -> longest length that fits
     max_length: int
     resolution: int
+    step: str  # the step measured: train, or inference (frozen)
+    memory: str  # what a peak is: MemoryMeter.kind
 
 
 class Profiler:
@@ -229,7 +231,7 @@ class Profiler:
                     high = length
             longest[budget] = low
         return Envelope(peaks=dict(sorted(peaks.items())), longest=longest, max_length=max_length,
-                        resolution=resolution)
+                        resolution=resolution, step=self.mode, memory=self.meter.kind)
 
     def length_cap(self, requested: int | None = None) -> int:
         """The longest length an envelope search tries: ``requested``, else the backbone's

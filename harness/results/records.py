@@ -20,28 +20,41 @@ from plm_bench.config import RunConfig, config_schema
 from plm_bench.errors import BenchError
 
 
+def schema_file(name: str) -> dict:
+    """A JSON schema shipped in this package (``run_record.schema.json``, ``profile.schema.json``)."""
+    return json.loads(files("plm_bench.results").joinpath(name).read_text())
+
+
+def compile_schema(document: dict) -> jsonschema.protocols.Validator:
+    """``document`` compiled once, for a store that validates every row it reads
+    (``jsonschema.validate`` would check the schema itself on each call, ~70 ms)."""
+    return jsonschema.validators.validator_for(document)(document, format_checker=jsonschema.FormatChecker())
+
+
+def check(validator: jsonschema.protocols.Validator, document: dict, what: str) -> None:
+    """Raise BenchError naming ``what`` and the first place where ``document`` breaks its schema."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "record"
+        raise BenchError(f"invalid {what} at {where}: {error.message}")
+
+
 @cache
 def schema() -> dict:
     """The record schema shipped with the package, its ``config`` derived from RunConfig."""
-    document = json.loads(files("plm_bench.results").joinpath("run_record.schema.json").read_text())
+    document = schema_file("run_record.schema.json")
     document["properties"]["config"] = config_schema()
     return document
 
 
 @cache
 def validator() -> jsonschema.protocols.Validator:
-    """The schema compiled once: the store validates every row it reads (``jsonschema.validate``
-    would check the schema itself on each call, ~70 ms)."""
-    document = schema()
-    return jsonschema.validators.validator_for(document)(document, format_checker=jsonschema.FormatChecker())
+    return compile_schema(schema())
 
 
 def validate(record: dict) -> None:
     """Raise BenchError if ``record`` does not match the schema."""
-    error = jsonschema.exceptions.best_match(validator().iter_errors(record))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "record"
-        raise BenchError(f"invalid run record at {where}: {error.message}")
+    check(validator(), record, "run record")
 
 
 def finished(config: RunConfig, **sections: Any) -> dict:

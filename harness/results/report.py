@@ -2,8 +2,9 @@
 fine-tuning pays and at what cost, from the stored runs.
 
 Every number comes from the leaderboard's functions (conditions, paired deltas and the study's
-Figure-1 rule, seed CIs, costs, Pareto fronts); this module only chooses the views, draws them
-and writes the recommendation. Charts are drawn by matplotlib as inline SVG: the project's plot
+Figure-1 rule, seed CIs, costs, Pareto fronts) or, for the memory envelope, from the stored
+``bench profile`` entries as measured (``results.profiles``); this module only chooses the views,
+draws them and writes the recommendation. Charts are drawn by matplotlib as inline SVG: the project's plot
 dependency already, well kept, and its SVG output is static markup that any browser shows
 without JavaScript or network (fonts as the reader's sans-serif: ``svg.fonttype = none``).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from plm_bench.errors import BenchError
 from plm_bench.results import leaderboard as lb
+from plm_bench.results import profiles as pf
 from plm_bench.results import records as rec
 
 FORMATS = ("html", "md")
@@ -352,6 +354,103 @@ def leakage_section(found: list[Leakage] | None) -> Section:
     return section
 
 
+ENVELOPE = "Memory envelope"
+BASE_METHOD = "full"  # what the adapters' longest lengths are compared with
+
+
+def envelope_section(profiles: Sequence[dict], store: str = "FILE") -> Section:
+    """Per device, the stored profiles' longest sequence at batch 1 per memory budget and their
+    throughput (the latest profile per backbone, method, dtype and device), and where a backbone
+    was profiled fully fine-tuned too, each other method's longest over full's."""
+    section = Section(ENVELOPE)
+    if not profiles:
+        section.text.append(f"No profiles stored: measure one with `bench profile --backbone X --method lora "
+                            f"--store {store}` (it adds its throughput and memory envelope to the store).")
+        return section
+    section.text.append("The longest sequence one step at batch 1 fits within each memory budget, as `bench profile` "
+                        "measured it (train step: forward, backward and AdamW step; frozen: inference), to each "
+                        "profile's resolution; throughput on synthetic sequences of one length. Each row: the "
+                        "latest profile with an envelope (else the latest) of its backbone, method, dtype and "
+                        "device; profiles: how many are stored.")
+    by_device: dict[str, list[tuple[dict, int]]] = defaultdict(list)
+    for profile, count in pf.latest(profiles):
+        by_device[profile["device"]].append((profile, count))
+    for device, rows in sorted(by_device.items()):
+        budgets = sorted({b for profile, _ in rows for b in pf.budgets(profile)})
+        columns = [budget_column(b) for b in budgets]
+        table = lb.Report(f"{device}: longest sequence at batch 1 (residues) within each budget, and throughput",
+                          ("backbone", "method", "dtype"),
+                          [*columns, "step", "train residues/s", "inference residues/s", "MFU train / inference",
+                           "batch × length", "trainable / total parameters", "measured (UTC)", "profiles"],
+                          higher_is_better=None)
+        for profile, count in rows:
+            envelope, longest = profile["envelope"], pf.budgets(profile)
+            rates = {r["mode"]: r for r in profile["rates"]}
+            row: dict[str, str | None] = {
+                column: pf.longest_text(longest[b], envelope["max_length"], envelope["resolution"], cap="cap")
+                if b in longest else None for b, column in zip(budgets, columns, strict=True)}
+            row.update({
+                "step": envelope["step"] if envelope else "no envelope",
+                "train residues/s": rate_text(rates.get("train")),
+                "inference residues/s": rate_text(rates.get("inference")),
+                "MFU train / inference": " / ".join(mfu_text(rates.get(m)) for m in ("train", "inference")),
+                "batch × length": ", ".join(sorted({f"{r['batch_size']} × {r['length']}" for r in rates.values()})),
+                "trainable / total parameters": f"{profile['parameters']['trainable']:,} / "
+                                                f"{profile['parameters']['total']:,}",
+                "measured (UTC)": profile["profiled_at"][:16].replace("T", " "),
+                "profiles": str(count),
+            })
+            table.rows[(backbone_label(profile), profile["method"], profile["dtype"])] = row
+        kinds = sorted({p["envelope"]["memory"] for p, _ in rows if p["envelope"]})
+        table.caption.append("memory: " + "; ".join(pf.MEMORY_KINDS[k] for k in kinds) if kinds else
+                             "no envelope measured (profiled with --no-envelope)")
+        table.caption.append("— : budget not measured by that profile; ≥ N (cap): the search stopped at "
+                             "its --max-length before memory ran out")
+        section.tables.append(table)
+        ratios = envelope_ratios(device, rows, budgets, columns)
+        if ratios.rows:
+            section.tables.append(ratios)
+    return section
+
+
+def budget_column(budget: int) -> str:
+    return f"≤ {budget / pf.GIB:g} GiB"
+
+
+def rate_text(rate: dict | None) -> str | None:
+    return None if rate is None else f"{rate['residues_per_second']:,.0f}"
+
+
+def mfu_text(rate: dict | None) -> str:
+    """``—``: that step not measured; ``n/a``: the device's bf16 peak is unknown."""
+    return "—" if rate is None else "n/a" if rate["mfu"] is None else f"{rate['mfu']:.1%}"
+
+
+def backbone_label(profile: dict) -> str:
+    """The backbone, and its weights' folder where they were not the registry's."""
+    return profile["backbone"] + (f" ({profile['backbone_path']})" if profile["backbone_path"] else "")
+
+
+def envelope_ratios(device: str, rows: list[tuple[dict, int]], budgets: list[int], columns: list[str]) -> lb.Report:
+    """Each trained method's longest length over full fine-tuning's, per budget, where both are
+    measured for the same backbone (and weights) and dtype on ``device``."""
+    table = lb.Report(f"{device}: each method's longest sequence at batch 1 over {BASE_METHOD} fine-tuning's "
+                      "(same backbone and dtype)", ("backbone", "method", "dtype"), columns, higher_is_better=None)
+    trained = {(pf.key(p)[:2], p["dtype"], p["method"]): p for p, _ in rows
+               if p["envelope"] and p["envelope"]["step"] == "train"}
+    for (weights, dtype, method), profile in trained.items():
+        base = trained.get((weights, dtype, BASE_METHOD))
+        if method == BASE_METHOD or base is None:
+            continue
+        ours, theirs = pf.budgets(profile), pf.budgets(base)
+        table.rows[(backbone_label(profile), f"{method} / {BASE_METHOD}", dtype)] = {
+            column: pf.ratio_text(ours[b], theirs[b], profile["envelope"], base["envelope"])
+            if b in ours and b in theirs else None for b, column in zip(budgets, columns, strict=True)}
+    table.caption.append("each to within both profiles' resolution; ≥ where the method reached its length cap, ≤ "
+                         f"where {BASE_METHOD} did, — where both did or a budget was not measured by both")
+    return table
+
+
 # --- recommendation --------------------------------------------------------------------------
 
 def recommend(task: str, conditions: list[Group], paired: lb.Report | None, metric: str | None) -> str:
@@ -414,8 +513,15 @@ def ratio(a: Group, b: Group) -> str:
 # --- the page --------------------------------------------------------------------------------
 
 def build(records: list[dict], metric: str | None = None, ci: str = "t", found: list[Leakage] | None = None,
-          notes: Sequence[str] = ()) -> list[Section]:
-    """The report's sections from finished records (already filtered)."""
+          notes: Sequence[str] = (), profiles: Sequence[dict] = (), store: str = "FILE") -> list[Section]:
+    """The report's sections from finished records and stored profiles (already filtered);
+    ``store`` names the store in the hint of how to add a profile. Profiles without runs make a
+    report of their memory envelope alone."""
+    envelope = envelope_section(profiles, store)
+    if not records and profiles:
+        envelope.text.insert(0, "No finished runs to report on (start with `bench run`); only the memory "
+                                "envelope of the stored profiles.")
+        return [envelope]
     if not records:
         raise BenchError("no finished runs to report on; start with `bench run` or loosen the filters")
     lb.check_metric(records, metric)
@@ -429,8 +535,8 @@ def build(records: list[dict], metric: str | None = None, ci: str = "t", found: 
     advice.text.append("Heatmap, costs and recommendations compare each task's runs at its largest training "
                        "fraction; CIs are 95% over seeds.")
     advice.text += list(notes)
-    sections = [advice, overview, cost_section(by_task, main, metric, ci), curves_section(records, metric, ci),
-                sensitivity_section(main, metric, ci), leakage_section(found)]
+    sections = [advice, overview, cost_section(by_task, main, metric, ci), envelope,
+                curves_section(records, metric, ci), sensitivity_section(main, metric, ci), leakage_section(found)]
     return [s for s in sections if s is not None]
 
 

@@ -11,6 +11,11 @@ store holds the finished record: not when the record is built, since `bench run`
 nothing and a kill before the store write would then lose the whole run. Read commands open
 the file read-only (``mode=ro``; a shared read-only results file works) and never create one.
 Rows are validated on read; a bad one is reported once and skipped.
+
+Beside the runs, the ``profiles`` table keeps every ``bench profile`` measurement (one validated
+JSON entry each, never replaced: see :mod:`plm_bench.results.profiles`). Tables are created
+``IF NOT EXISTS``, so a store from before profiles opens unchanged and a writer adds the table;
+a read-only store without it simply has no profiles.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from plm_bench.errors import BenchError
 from plm_bench.files import atomic_file
+from plm_bench.results import profiles as profile_entries
 from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
@@ -43,6 +50,14 @@ CREATE TABLE IF NOT EXISTS runs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_config_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS profiles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    backbone TEXT NOT NULL,
+    method TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    device TEXT NOT NULL,
+    profile TEXT NOT NULL
+);
 """
 
 
@@ -93,7 +108,7 @@ class Store:
     def __init__(self, path: Path | str | None = None, read_only: bool = False) -> None:
         self.path = Path(path) if path else default_store_path()
         self.read_only = read_only
-        self._reported: set[int] = set()
+        self._reported: set[tuple[str, int]] = set()
         if read_only:
             self.db = self._open_read_only()
             return
@@ -132,18 +147,10 @@ class Store:
         the store, named in the error, and the next writer imports it: no result is lost.
         """
         records.validate(record)
+        text = self._json(record, "run record")
         try:
-            text = json.dumps(record, sort_keys=True, allow_nan=False)
-        except ValueError:
-            raise BenchError("run record contains NaN or infinity; not stored") from None
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                run_id = self._insert(record, text)
-                break
-            except sqlite3.OperationalError as exc:
-                problem = exc
-                time.sleep(0.2 * 2 ** attempt)
-        else:
+            run_id = self._attempt(lambda: self._insert(record, text))
+        except sqlite3.OperationalError as problem:
             kept, pending = self._keep(record), pending_folder(self.path)
             then = ("it" if kept.parent == pending else f"move it into {pending} once the disk has room; then it") + \
                 " is added by the next `bench run` or `bench grid` on this store"
@@ -157,6 +164,50 @@ class Store:
 
             prune(folder_for(self.path), record["config_hash"], record["artifact"]["file"])
         return run_id
+
+    @staticmethod
+    def _json(document: dict, what: str) -> str:
+        try:
+            return json.dumps(document, sort_keys=True, allow_nan=False)
+        except ValueError:
+            raise BenchError(f"{what} contains NaN or infinity; not stored") from None
+
+    @staticmethod
+    def _attempt(write: Callable[[], int]) -> int:
+        """``write()``, retried on a locked or briefly failing disk; the last failure propagates."""
+        for attempt in range(WRITE_ATTEMPTS - 1):
+            try:
+                return write()
+            except sqlite3.OperationalError:
+                time.sleep(0.2 * 2 ** attempt)
+        return write()
+
+    def add_profile(self, profile: dict) -> int:
+        """Validate and store one profile as a new row (a re-profile adds one; none is replaced)."""
+        profile_entries.validate(profile)
+        text = self._json(profile, "profile")
+
+        def insert() -> int:
+            with self.db:
+                cursor = self.db.execute(
+                    "INSERT INTO profiles (backbone, method, dtype, device, profile) VALUES (?, ?, ?, ?, ?)",
+                    (profile["backbone"], profile["method"], profile["dtype"], profile["device"], text))
+            return int(cursor.lastrowid)
+
+        try:
+            return self._attempt(insert)
+        except sqlite3.OperationalError as problem:
+            raise BenchError(f"{self.path}: the profile was measured (printed above) but could not be stored "
+                             f"({problem}); free space or fix the file's permissions and profile again, or point "
+                             "--store at another file") from None
+
+    def profiles(self) -> list[dict]:
+        """Stored profiles, oldest first, each with its ``profile_id``; a bad row is reported once
+        and skipped; none where the store predates the profiles table (read-only)."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").fetchone():
+            return []
+        return self._validated("SELECT id, profile FROM profiles ORDER BY id", (), profile_entries.validate,
+                               "profile_id", "profile {} is not a valid profile ({}); skipped (profile again)")
 
     def _insert(self, record: dict, text: str) -> int:
         config = record["config"]
@@ -201,18 +252,25 @@ class Store:
 
     def _rows(self, where: str, *args: object) -> list[dict]:
         """Records of the rows matching ``where``, each validated; a bad row is reported once and skipped."""
+        return self._validated(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args, records.validate,
+                               "run_id", "run {} is not a valid record ({}); skipped (rerun its config with "
+                               "--force to replace it)")
+
+    def _validated(self, query: str, args: tuple, validate: Callable[[dict], None], id_name: str,
+                   problem: str) -> list[dict]:
+        """The JSON documents ``query`` selects (as ``id, text`` rows), each validated and given its
+        row id as ``id_name``; a bad one is reported once (``problem`` formatted with id and error)."""
         out = []
-        for run_id, text in self.db.execute(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args):
+        for row_id, text in self.db.execute(query, args):
             try:
-                record = json.loads(text)
-                records.validate(record)
+                document = json.loads(text)
+                validate(document)
             except (ValueError, BenchError) as exc:
-                if run_id not in self._reported:
-                    self._reported.add(run_id)
-                    self._warn(f"{self.path}: run {run_id} is not a valid record ({exc}); skipped (rerun its "
-                               "config with --force to replace it)")
+                if (id_name, row_id) not in self._reported:
+                    self._reported.add((id_name, row_id))
+                    self._warn(f"{self.path}: {problem.format(row_id, exc)}")
                 continue
-            out.append({**record, "run_id": run_id})
+            out.append({**document, id_name: row_id})
         return out
 
     @staticmethod

@@ -142,12 +142,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         **({"truncation": truncated} if truncated else {}),
         duplicates=duplicates,
         **({"test_subset": test_subset} if test_subset else {}),
-        parameters={
-            "trainable": sum(p.numel() for p in model.trainable_parameters()),
-            "total": sum(p.numel() for p in model.parameters()) + (
-                0 if model.backbone is not None else sum(p.numel() for p in backbone.parameters())
-            ),
-        },
+        parameters=parameter_counts(backbone, model),
         adapter=artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
         **({"unverified_data": unverified} if unverified else {}),
@@ -177,6 +172,15 @@ def still_improving(outcome: Outcome) -> bool:
     fitted = bool(outcome.history) and "strength" in outcome.history[-1]
     return (not fitted and outcome.stopped_at_epoch is None
             and outcome.best.step == len(outcome.history))
+
+
+def parameter_counts(backbone: Backbone, model: Model) -> dict:
+    """Trainable and total parameters of a run's model, the backbone counted once (a frozen
+    method's model holds only the head), as run records and profiles store them."""
+    total = sum(p.numel() for p in model.parameters())
+    if model.backbone is None:
+        total += sum(p.numel() for p in backbone.parameters())
+    return {"trainable": sum(p.numel() for p in model.trainable_parameters()), "total": total}
 
 
 def dtype_name(*tensors) -> str:
