@@ -156,7 +156,12 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_result(toy_task, tmp
 
 def test_out_of_memory_at_micro_batch_one_names_the_length(toy_task, tmp_path, monkeypatch):
     def no_memory(self, batch, features):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        """A GPU on which no training step fits (prediction, e.g. the untrained-head baseline, still does)."""
+        if self.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return forward(self, batch, features)
+
+    forward = training.Model.forward
 
     monkeypatch.setattr(training.Model, "forward", no_memory)
     with pytest.raises(BenchError, match=r"micro-batch 1 \(longest sequence \d+ residues\)"):
