@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -269,7 +270,9 @@ def test_a_sigkilled_bench_run_resumes_on_the_same_command(reference, data_dir, 
     victim.wait()
     config = RunConfig(**{**QUICK, "epochs": 12}).resolved()
     state = resume_file(resume_folder(store), config.hash)
-    assert state.is_file() and Store(store).records() == []
+    with sqlite3.connect(store) as db:  # the kill left the store consistent, with no partial record
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert state.is_file() and Store(store).records() == [] and Store(store).records("failed") == []
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
