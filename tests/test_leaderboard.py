@@ -125,6 +125,12 @@ def test_delta_frozen_lets_each_method_keep_its_training_recipe():
     probe = [record("esm2-8m", "frozen", "gb1", s, 0.1, epochs=240, head="probe-mean") for s in (1, 2, 3)]
     [row] = lb.delta(full + frozen + probe, "frozen").rows.values()
     assert row["gb1"].mean == pytest.approx((0.06 + 0.09 + 0.09) / 3)  # the MLP head's twin, not the probe
+    inner = [record("esm2-8m", "frozen", "gb1", s, 0.2, epochs=240, method_options={"layer": -2, "last_k": 1})
+             for s in (1, 2, 3)]
+    plain = [record("esm2-8m", "frozen", "gb1", s, 0.8, epochs=240, method_options={"layer": -1, "last_k": 1})
+             for s in (1, 2, 3)]
+    [row] = lb.delta(full + inner + plain, "frozen").rows.values()
+    assert row["gb1"].mean == pytest.approx((0.06 + 0.09 + 0.09) / 3)  # the default layer, not an inner one
     ambiguous = full + [record("esm2-8m", "frozen", "gb1", s, 0.7, lr=lr) for s in (1, 2) for lr in (1e-4, 1e-2)]
     with pytest.raises(BenchError, match="differ in lr; pick one with --where"):  # equally close to full's 1e-3
         lb.delta(ambiguous, "frozen")

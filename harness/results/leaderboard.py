@@ -370,10 +370,26 @@ def parse_delta(spec: str) -> tuple[str, str]:
 
 def closest(candidates: list[str], c: Condition, conditions: dict[str, Condition], fields: Sequence[str]) -> list[str]:
     """The baseline candidates equal to condition ``c`` in the most of ``fields`` (those the pairing
-    lets differ): a frozen MLP head pairs with the fine-tuned MLP head's run, not the probe's."""
+    lets differ): a frozen MLP head pairs with the fine-tuned MLP head's run, not the probe's;
+    still tied, those whose method runs with its default options (an inner layer is a variant
+    of frozen embeddings, not the baseline)."""
     equal = {k: sum(conditions[k].get(f) == c.get(f) for f in fields) for k in candidates}
     most = max(equal.values(), default=0)
-    return [k for k in candidates if equal[k] == most]
+    tied = [k for k in candidates if equal[k] == most]
+    plain = [k for k in tied if default_options(conditions[k])]
+    return plain if len(tied) > 1 and plain else tied
+
+
+def default_options(c: Condition) -> bool:
+    """Whether condition ``c``'s method options are its method's defaults (False for a method no
+    installed plugin provides)."""
+    from plm_bench import plugins
+
+    try:
+        method = plugins.get("method", json.loads(c["method"]))
+    except BenchError:
+        return False
+    return json.loads(c.get(OPTIONS, "{}")) == json.loads(json.dumps(method.resolve_options({})))
 
 
 def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "t",
