@@ -427,9 +427,10 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
     report = Report(titled(f": gain over {axis} = {baseline}", metric, ci), tuple(labels),
                     [c for t in tasks for c in (t, f"{t} ({FIGURE1})")], caption=caption + notes,
                     higher_is_better=higher_is_better(metric))
-    report.caption.append(f"each row minus the {axis} = {baseline} run of the same settings: the paired difference "
-                          f"over shared seeds (gain/loss: its CI excludes 0), and the study's {FIGURE1} (gain: the "
-                          "difference of means exceeds the sum of both CIs)")
+    own = " (its own training recipe: lr, options, head, protocol settings)" if axis == "method" else ""
+    report.caption.append(f"each row minus the {axis} = {baseline} run of the same settings{own}: the paired "
+                          f"difference over shared seeds (gain/loss: its CI excludes 0), and the study's {FIGURE1} "
+                          "(gain: the difference of means exceeds the sum of both CIs)")
     for key, c in sorted(compared.items(), key=lambda kv: label(kv[1], labels)):
         candidates = closest(bases[pair_key(c)], c, conditions, ignored)
         if len(candidates) > 1:
