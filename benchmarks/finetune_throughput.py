@@ -11,8 +11,8 @@ MLP head) on the same real records for one epoch, with AdamW at the method's lea
 
 With ``--init random`` (the default) ESM2 weights are drawn once and saved with the published
 checkpoints' config (dropout 0.0; see ``notebook_baseline.save_random_esm``), then loaded like
-pretrained weights. The study's batches: 8 sequences for protein-level tasks, 1 for
-residue-level ones. Residues/s counts real residues only. Outputs-equal check: on the batch
+pretrained weights. The study's batches (Table S12): 8 sequences for protein-level tasks,
+1 for residue-level ones. Residues/s counts real residues only. Outputs-equal check: on the batch
 whose padding differs most between the paths, with dropout off and the same weights, both give
 the same loss and the same gradients within tolerance. MFU is against this machine's measured
 GEMM peak in each path's dtype (``cpu_peak.py``). Targets (issue #15): >= 2x at batch 8, and the
@@ -158,7 +158,8 @@ def measure(task: Task, examples: list[Example], split_longest: int, base_batche
 @click.option("--method", "methods", multiple=True, default=("lora", "full"), show_default=True)
 @click.option("--records", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--max-residues", type=click.IntRange(min=1), default=1022, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), help="Default: the study's (8 per protein, 1 per residue).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Default: the study's (Table S12: 8 per protein, 1 per residue).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype: str, data_dir: Path | None,
          task: str, methods: tuple[str, ...], records: int, max_residues: int, batch_size: int | None,

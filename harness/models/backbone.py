@@ -35,7 +35,8 @@ class Residues:
 
     Transformer backbones also give the token-level states ``tokens`` ``[B, T, H]`` (special
     tokens and padding included) and their attention mask ``token_mask`` ``[B, T]``, for heads
-    that read them as the study's did (``HeadSpec(tokens=True)``); ``None`` where there are none.
+    that read them as the study's did (``HeadSpec(tokens=True)``; notebooks/finetune/*.ipynb);
+    ``None`` where there are none.
     """
 
     hidden: torch.Tensor

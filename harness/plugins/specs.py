@@ -51,7 +51,7 @@ class HeadSpec:
 
     ``build`` may also take ``dropout`` (the run's ``head_dropout``). With ``tokens`` the head
     reads the backbone's token-level states (special tokens and padding included, mask = the
-    attention mask) instead of the 1:1 residue states, as the study's fine-tuning heads did.
+    attention mask) instead of the 1:1 residue states, as the study's fine-tuning heads did (notebooks/finetune).
     """
 
     name: str

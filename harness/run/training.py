@@ -8,7 +8,8 @@ moment ``patience`` evaluations passed without an improvement of at least ``min_
 epoch, so the record shows the gap between both.
 
 A step draws from *units*: proteins, or (frozen per-residue heads, ``batch_unit="residues"``)
-single scored residues of the cached embeddings, as the study's per-residue predictors trained.
+single scored residues of the cached embeddings, as the study's per-residue predictors trained
+(batches of 8 residues, Table S10).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 :mod:`plm_bench.results.intervals`).
 
 Residue-level tasks pool all scored residues of all proteins (the study's per-residue Spearman
-and Q3); residues whose label is unknown (``Example.mask`` False) are dropped before scoring.
+and Q3, as its per-residue notebooks score them); residues whose label is unknown
+(``Example.mask`` False) are dropped before scoring.
 A task names a primary metric (the protocol maximizes it) and secondary ones; one metric may
 give several values (``recall`` gives ``recall_<class>`` per class).
 """
