@@ -45,9 +45,9 @@ from plm_bench import plugins
 from plm_bench.config import RunConfig
 from plm_bench.models.embeddings import CACHE_ENV
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.run.protocol import RunContext, build, execute, limit, seed_everything
-from plm_bench.run.training import predict, restore, split_loss, train
-from plm_bench.tasks.metrics import evaluate, score
+from plm_bench.run.protocol import RunContext, build, execute, limit, seed_everything, validation
+from plm_bench.run.training import predict, restore, train
+from plm_bench.tasks.metrics import evaluate
 from plm_bench.tasks.sources import default_data_dir
 
 TARGET = 4.0
@@ -70,11 +70,8 @@ def notebook_run(config: RunConfig, context: RunContext) -> tuple[float, float]:
     def predictions(split: str) -> list[np.ndarray]:
         return predict(model, splits[split], features[split], config.batch_size)
 
-    def validate() -> tuple[float, float]:
-        valid = predictions("valid")
-        return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
-
-    outcome = train(model, task, splits, features, config, context, validate=validate)
+    outcome = train(model, task, splits, features, config, context,
+                    validate=validation(model, task, splits["valid"], features["valid"], config))
     restore(model, outcome.early_stop.state)
     test = predictions("test")
     bootstrap_ci(task, splits["test"], test, seed=config.seed)

@@ -75,9 +75,7 @@ def identified(value: str) -> str:
     """``value`` (a path, or a stored ``PATH#sha256=HEX``) as ``ABSOLUTE_PATH#sha256=HEX`` of the
     file as it is now: the digest goes into the run's config, so a rewritten file is a new run,
     never a silently stale one, and rerunning a stored config whose file changed is refused."""
-    import hashlib
-
-    from plm_bench.tasks.sources import stamped_digest
+    from plm_bench.tasks.sources import sha256_of, stamped_digest
 
     given, _, expected = value.partition(DIGEST)
     path = Path(given).resolve()
@@ -85,14 +83,7 @@ def identified(value: str) -> str:
     if not path.is_file():
         raise BenchError(f"{given}: no such embedding file (--embeddings)")
 
-    def sha256() -> str:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
-
-    actual = stamped_digest([path], "sha256", sha256)
+    actual = stamped_digest([path], "sha256", lambda: sha256_of(path))
     if expected and expected != actual:
         raise BenchError(f"{path} changed since the run that read it (sha256 {expected[:12]}…, now {actual[:12]}…); "
                          "pass the path alone to run on the file as it is")

@@ -15,7 +15,7 @@ import math
 import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -35,7 +35,7 @@ from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
-from plm_bench.run.training import Model, Outcome, predict, restore, split_loss, train
+from plm_bench.run.training import Checkpoint, Model, Outcome, predict, restore, split_loss, train
 from plm_bench.tasks.metrics import constant_labels, evaluate, score
 from plm_bench.tasks.overlap import identity_subset, repeats
 from plm_bench.tasks.sources import unverified_reads
@@ -93,15 +93,12 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     def predictions(split: str) -> list[np.ndarray]:
         return predict(model, splits[split], features and features[split], config.batch_size)
 
-    def validate() -> tuple[float, float]:
-        valid = predictions("valid")
-        return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
-
     untrained = predictions("test")  # a baseline: the model before any training step
-    outcome = train(model, task, splits, features, config, context, validate=validate)
+    outcome = train(model, task, splits, features, config, context,
+                    validate=validation(model, task, splits["valid"], features and features["valid"], config))
     context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
-    chosen = outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
+    chosen = reported(outcome, config)
     candidates = {"early-stop": outcome.early_stop}
     if config.checkpoint == "best-of-N" or outcome.stopped_at_epoch is None:
         candidates["best-of-N"] = outcome.best  # only known when training ran every epoch
@@ -248,14 +245,25 @@ def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone
     if config.standardize:
         model.head.fit_standardization(features["train"])
     quiet = replace(context, progress=Progress(), resume_dir=None)  # the saved training state is the run's
-
-    def validate() -> tuple[float, float]:
-        valid = predict(model, splits["valid"], features["valid"], config.batch_size)
-        return score(task, splits["valid"], valid), split_loss(task, splits["valid"], valid)
-
-    outcome = train(model, task, {**splits, "train": permuted}, features, config, quiet, validate=validate)
-    restore(model, (outcome.early_stop if config.checkpoint == "early-stop" else outcome.best).state)
+    outcome = train(model, task, {**splits, "train": permuted}, features, config, quiet,
+                    validate=validation(model, task, splits["valid"], features["valid"], config))
+    restore(model, reported(outcome, config).state)
     return predict(model, splits["test"], features["test"], config.batch_size)
+
+
+def validation(model: Model, task: Task, valid: list[Example], features: Sequence[torch.Tensor] | None,
+               config: RunConfig) -> Callable[[], tuple[float, float]]:
+    """``validate()`` for :func:`train`: the model's primary metric and loss on ``valid`` now."""
+    def validate() -> tuple[float, float]:
+        predictions = predict(model, valid, features, config.batch_size)
+        return score(task, valid, predictions), split_loss(task, valid, predictions)
+
+    return validate
+
+
+def reported(outcome: Outcome, config: RunConfig) -> Checkpoint:
+    """The checkpoint a run reports: where patience stopped it, or the best of every validation."""
+    return outcome.early_stop if config.checkpoint == "early-stop" else outcome.best
 
 
 def head_options(head_spec: HeadSpec, config: RunConfig, trains_backbone: bool) -> dict:
