@@ -127,6 +127,7 @@ def prepare_prefix(backbone: Backbone, options: dict[str, Any]) -> Backbone:
     prefix reaches the output before any training is spent on it.
     """
     model = inner_model(backbone, "prefix")
+    backbone.packs = False  # one prefix per row: a packed row's sequences would attend to one shared copy
     wrap(backbone, PrefixTuningConfig(task_type="FEATURE_EXTRACTION",
                                       num_virtual_tokens=options["virtual_tokens"]))
     prefix = list(backbone.model.prompt_encoder.parameters())

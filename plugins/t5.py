@@ -6,6 +6,9 @@ ProstT5 embeds amino acids behind its ``<AA2fold>`` prefix (``prefix``); Ankh's 
 bare residue letters, one token each, rare residues included. Every family member closes the
 sequence with ``</s>``; prefix and ``</s>`` are dropped from outputs. T5 runs in fp32 or bf16,
 never fp16 (its activations overflow), and has no position table, hence no maximum length.
+T5 runs padded, not packed: transformers' ``T5Attention`` builds its relative position bias as
+one ``[heads, T, T]`` table over the whole row, so a packed row's bias grows with the square of
+the pack, not of its sequences (8 sequences of 1,000 residues, ProtT5's 32 heads: 8 GB in fp32).
 """
 
 from __future__ import annotations

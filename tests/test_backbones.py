@@ -76,9 +76,9 @@ def test_ids_follow_the_familys_documented_usage_and_outputs_drop_special_tokens
 
 
 def test_attention_runs_through_pytorch_sdpa(family):
-    """ESM2 packs (per-sequence SDPA, transformers' SDPA for padded calls); the others pad."""
+    """ESM2 and BERT pack (per-sequence SDPA, transformers' SDPA for padded calls); T5 pads."""
     fixture, _, backbone = family
-    packed = fixture == "tiny_esm"
+    packed = fixture in ("tiny_esm", "tiny_bert")
     assert backbone.packs == packed
     assert backbone.model.config._attn_implementation == (PACKED_ATTENTION if packed else "sdpa")
 

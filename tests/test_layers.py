@@ -28,7 +28,8 @@ from plm_bench.run.protocol import execute, frozen_features
 from plm_bench.tasks.task import Example
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "GSUZBOXW", "MA", "ACDEFGHIKLMNPQRSTVWY" * 2, "W"]
-FAMILIES = {"esm2-8m": ("tiny_esm", AutoModel), "prott5": ("tiny_prott5", T5EncoderModel)}
+FAMILIES = {"esm2-8m": ("tiny_esm", AutoModel), "protbert": ("tiny_bert", AutoModel),
+            "prott5": ("tiny_prott5", T5EncoderModel)}
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +46,7 @@ def loaded(name: str, request) -> tuple[object, Path]:
 def reference_states(name: str, folder: Path, backbone, sequences: list[str]) -> list[list[torch.Tensor]]:
     """transformers' ``hidden_states`` (one padded batch, as shipped), per sequence, each cut to
     its residues (the family's prefix and suffix tokens dropped)."""
-    kwargs = {"add_pooling_layer": False} if name.startswith("esm") else {}
+    kwargs = {} if name == "prott5" else {"add_pooling_layer": False}
     model = FAMILIES[name][1].from_pretrained(folder, **kwargs).eval()
     with torch.no_grad():
         states = model(**backbone.vocabulary.encode(sequences), output_hidden_states=True).hidden_states
@@ -65,7 +66,7 @@ def close(got: torch.Tensor, expected: torch.Tensor) -> bool:
     return float((got - expected).abs().max() / expected.abs().max()) <= 1e-4
 
 
-PATHS = [("esm2-8m", False), ("esm2-8m", True), ("prott5", False)]  # ESM2 packs; T5 runs padded
+PATHS = [("esm2-8m", False), ("esm2-8m", True), ("protbert", True), ("prott5", False)]  # T5 runs padded only
 
 
 @pytest.mark.parametrize(("name", "packed"), PATHS)
@@ -211,7 +212,7 @@ def prepared(name: str, method: str, options: dict, request):
     return spec.prepare(backbone, spec.resolve_options(options))
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LAST)
 def test_full_top_layers_1_trains_the_last_block_and_the_final_norm_only(name, request):
     backbone = prepared(name, "full", {"top_layers": 1}, request)
     count, c = COUNTS[plugins.get("backbone", name).family], backbone.model.config
@@ -222,7 +223,7 @@ def test_full_top_layers_1_trains_the_last_block_and_the_final_norm_only(name, r
     assert not any("embed" in n or "shared" in n for n in trainable(both))
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", LAST)
 @pytest.mark.parametrize("method", ["lora", "dora"])
 def test_lora_top_layers_1_adapts_only_the_last_block(name, method, request):
     backbone = prepared(name, method, {"top_layers": 1, "bias": "none"}, request)
