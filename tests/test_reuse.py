@@ -82,7 +82,7 @@ def protein_task(metric: str, kind: str = "regression", classes: tuple[str, ...]
 
 
 @pytest.mark.parametrize("case", ["protein spearman", "protein pearson", "protein accuracy", "residue spearman",
-                                  "residue q3"])
+                                  "residue pearson", "residue q3"])
 def test_vectorized_bootstrap_equals_scoring_each_resample(case):
     """The weighted scores are the metric of each resample's pooled multiset, as scipy and
     scikit-learn compute it one resample at a time (ties, unknown labels and constant resamples

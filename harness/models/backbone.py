@@ -337,7 +337,8 @@ def packed_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     sizes = bounds.diff().tolist()
     out = [nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling)
            for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), strict=True)]
-    return torch.cat(out, 2).transpose(1, 2).contiguous(), None
+    joined = out[0] if len(out) == 1 else torch.cat(out, 2)  # one sequence: no copy
+    return joined.transpose(1, 2).contiguous(), None
 
 
 def enable_packing(model: nn.Module) -> None:
