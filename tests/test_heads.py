@@ -87,3 +87,25 @@ def test_head_learns_on_frozen_embeddings(task, head, tiny_esm, tmp_path):
     record = execute(run, context(tmp_path))
     _, trained = predict_examples(record, tmp_path / "runs.sqlite", valid, "cpu")
     assert loss(task, valid, trained) < 0.9 * before
+
+
+def test_restoring_a_checkpoint_brings_back_the_heads_batch_norm_statistics():
+    """The early-stopping checkpoint is weights and the head's buffers together: a third-party
+    head with batch norm must not be tested with its last epoch's running statistics."""
+    from torch import nn
+
+    from plm_bench.run.training import restore, snapshot
+
+    model = nn.Module()
+    model.head = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model.train()
+    model.head(torch.randn(16, 3))
+    kept = snapshot(model)
+    with torch.no_grad():
+        model.head[0].weight.add_(1.0)
+    model.head(torch.randn(16, 3) + 5)  # another epoch moves the running statistics
+    assert not torch.equal(model.head[1].running_mean, kept["head.1.running_mean"])
+    restore(model, kept)
+    assert torch.equal(model.head[1].running_mean, kept["head.1.running_mean"])
+    assert torch.equal(model.head[1].running_var, kept["head.1.running_var"])
+    assert torch.equal(model.head[0].weight, kept["head.0.weight"])

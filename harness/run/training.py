@@ -213,10 +213,11 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy saved trainable weights back in place (buffers and frozen weights are untouched)."""
-    for name, parameter in model.named_parameters():
+    """Copy a :func:`snapshot` back in place: trainable weights and the head's buffers (a head's
+    batch-norm statistics belong to the weights they were learned with); frozen weights are untouched."""
+    for name, tensor in trainable_state(model).items():
         if name in state:
-            parameter.copy_(state[name])
+            tensor.copy_(state[name])
 
 
 def optimizer_for(model: Model, config: RunConfig) -> torch.optim.Optimizer:
