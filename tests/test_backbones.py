@@ -259,3 +259,13 @@ def test_embedding_a_split_fails_on_a_long_record_before_any_work(tiny_esm, monk
 def test_a_checkpoint_of_another_family_is_refused_not_filled_randomly(tiny_esm):
     with pytest.raises(BenchError, match=r"has no weights for \d+ tensors of BertModel .*not a bert checkpoint"):
         load_backbone(plugins.get("backbone", "protbert"), str(tiny_esm), "cpu")
+
+
+def test_loading_weights_off_a_terminal_prints_no_progress_bar(tiny_esm, capfd):
+    """Logs get plain lines: transformers' "Loading weights" bar (carriage returns) is off there,
+    and back on afterwards for whoever else uses transformers in the process."""
+    from transformers.utils import logging as transformers_logging
+
+    load_backbone(plugins.get("backbone", "esm2-8m"), str(tiny_esm), "cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()

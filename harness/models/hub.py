@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -84,17 +85,25 @@ def load_model(cls: Any, source: str, family: str, **kwargs: Any) -> Any:
     and fills them randomly, which a run would silently train on: e.g. ``--backbone-path`` naming
     a checkpoint of another family. Leftovers the encoder does not use (a T5 decoder, LM heads,
     a pooler) are expected, so the table is not shown (nor transformers' note that single-device
-    BERT layers are not tensor-parallel sharded).
+    BERT layers are not tensor-parallel sharded). Off a terminal its "Loading weights" bar is
+    off too: a log gets our plain progress lines, not a bar's carriage returns.
     """
+    from transformers.utils import logging as transformers_logging
+
     logs = [logging.getLogger(name) for name in QUIET_WHILE_LOADING]
     levels = [log.level for log in logs]
     for log in logs:
         log.setLevel(logging.ERROR)
+    no_bar = not sys.stderr.isatty() and transformers_logging.is_progress_bar_enabled()
+    if no_bar:
+        transformers_logging.disable_progress_bar()
     try:
         model, info = from_pretrained(cls, source, output_loading_info=True, **kwargs)
     finally:
         for log, level in zip(logs, levels, strict=True):
             log.setLevel(level)
+        if no_bar:
+            transformers_logging.enable_progress_bar()
     missing = sorted(info["missing_keys"])
     if missing:
         raise BenchError(f"{source} has no weights for {len(missing)} tensors of {cls.__name__} (e.g. {missing[0]}): "
