@@ -263,9 +263,15 @@ def test_a_checkpoint_of_another_family_is_refused_not_filled_randomly(tiny_esm)
 
 def test_loading_weights_off_a_terminal_prints_no_progress_bar(tiny_esm, capfd):
     """Logs get plain lines: transformers' "Loading weights" bar (carriage returns) is off there,
-    and back on afterwards for whoever else uses transformers in the process."""
+    and as it was afterwards for whoever else uses transformers in the process."""
     from transformers.utils import logging as transformers_logging
 
-    load_backbone(plugins.get("backbone", "esm2-8m"), str(tiny_esm), "cpu")
-    assert "Loading weights" not in capfd.readouterr().err
-    assert transformers_logging.is_progress_bar_enabled()
+    before = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
+    try:
+        load_backbone(plugins.get("backbone", "esm2-8m"), str(tiny_esm), "cpu")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert transformers_logging.is_progress_bar_enabled()
+    finally:
+        if not before:
+            transformers_logging.disable_progress_bar()
