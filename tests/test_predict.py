@@ -186,6 +186,14 @@ def test_only_trainable_weights_are_saved_and_they_must_fit(tmp_path):
         artifacts.load_into(wider, path)
 
 
+def test_equal_weights_save_to_equal_bytes(tmp_path):
+    """The record's sha256 names the weights, not the order safetensors happened to write its
+    header in: equal weights saved again (a rerun, another machine) give the same digest."""
+    model = nn.Linear(3, 2)
+    digests = {artifacts.save(model, tmp_path / str(i), "0" * 16)["sha256"] for i in range(8)}
+    assert len(digests) == 1
+
+
 def test_runs_on_a_custom_task_file_predict_with_it(tmp_path, monkeypatch):
     monkeypatch.setenv(TASK_FILES, "")
     rows = "\n".join(f"p{i},{'ACDK'[i % 4] * 5}KLM,{i % 4},{('train', 'train', 'valid', 'test')[i % 4]}"

@@ -49,7 +49,10 @@ def save(model: nn.Module, folder: Path, config_hash: str) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.to("cpu", copy=True).contiguous() for name, t in trainable_state(model).items()}
     with atomic_file(folder / f"{config_hash}.safetensors", prefix=config_hash) as replacement:
-        save_file(tensors, replacement.path, metadata={"format": FORMAT, "config_hash": config_hash})
+        # one metadata key: safetensors writes a map's keys in a random order, so two would make
+        # equal weights differ in sha256 from run to run
+        save_file(tensors, replacement.path,
+                  metadata={"plm_bench": json.dumps({"format": FORMAT, "config_hash": config_hash})})
         digest = sha256_of(replacement.path)
         # named by content: a rerun's new file sits beside the old run's until its row commits (same
         # digest: the same bytes, so replacing an old file changes nothing)
