@@ -145,12 +145,26 @@ def test_smoke_runs_are_hidden_unless_asked_for_and_where_filters_any_setting():
     assert [r["config"]["limit_train"] for r in only] == [100]
     assert len(lb.select(runs, lb.parse_where(["lr=1e-3", "method=full"]))[0]) == 3
     assert len(lb.select(runs, backbone=["onehot"])[0]) == 1
-    with pytest.raises(BenchError, match="FIELD one of backbone, task"):
-        lb.parse_where(["nosuch=1"])
+    with pytest.raises(BenchError, match="nosuch=...: neither a setting \\(backbone, task, .*\\) nor a method option"):
+        lb.select(runs, lb.parse_where(["nosuch=1"]))
+    with pytest.raises(BenchError, match="write FIELD=VALUE"):
+        lb.parse_where(["lr"])
     with pytest.raises(BenchError, match="no stored run has backbone = esm2-3b; the store has: esm2-8m, onehot"):
         lb.select(runs, backbone=["esm2-3b"])
     with pytest.raises(BenchError, match="no stored run has epochs = 7; the store has: 1"):
         lb.select(runs, lb.parse_where(["epochs=7"]))
+
+
+def test_where_takes_method_options():
+    """``--where rank=8`` keeps the runs whose method has option rank = 8 (a method without the
+    option has none, so ``rank=none`` picks those)."""
+    runs = [record("esm2-8m", "lora", "gb1", 1, 0.5, method_options={"rank": 8}),
+            record("esm2-8m", "lora", "gb1", 1, 0.6, method_options={"rank": 4}),
+            record("esm2-8m", "frozen", "gb1", 1, 0.4)]
+    assert [r["config"]["method_options"] for r in lb.select(runs, lb.parse_where(["rank=8"]))[0]] == [{"rank": 8}]
+    assert [r["config"]["method"] for r in lb.select(runs, lb.parse_where(["rank=none"]))[0]] == ["frozen"]
+    with pytest.raises(BenchError, match="no stored run has rank = 16; the store has: 4, 8, —"):
+        lb.select(runs, lb.parse_where(["rank=16"]))
 
 
 def test_by_leads_the_row_labels_and_unknown_fields_are_refused():
@@ -306,7 +320,7 @@ def test_cli_leaderboard_formats_filters_plot_and_errors(store_path, tmp_path):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags], terminal_width=250)
         assert result.exit_code == 0, (flags, result.output)
     for flags, message in ((["--metric", "nosuch"], "they have: mse, spearman"),
-                           (["--where", "nosuch=1"], "FIELD one of"), (["--delta", "nosuch=1"], "unknown setting"),
+                           (["--where", "nosuch=1"], "neither a setting"), (["--delta", "nosuch=1"], "unknown setting"),
                            (["--task", "aav"], "the store has: gb1")):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)

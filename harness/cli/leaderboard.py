@@ -19,8 +19,8 @@ def filter_options(command: Callable) -> Callable:
         click.option("--backbone", "backbones", multiple=True, help="Only these backbones (repeatable)."),
         click.option("--method", "methods", multiple=True, help="Only these methods (repeatable)."),
         click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
-                     help="Only runs whose setting FIELD (any `bench run` setting, e.g. init, lr, limit_train) "
-                          "equals VALUE; repeatable."),
+                     help="Only runs whose setting FIELD (any `bench run` setting, e.g. init, lr, limit_train, "
+                          "or a method option, e.g. rank) equals VALUE (none: unset); repeatable."),
     )):
         command = option(command)
     return command

@@ -26,6 +26,7 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
 from plm_bench.config import config_fields
 from plm_bench.errors import BenchError
@@ -123,19 +124,26 @@ def smoke(record: dict) -> bool:
 
 
 def parse_where(pairs: Iterable[str]) -> dict[str, str]:
-    """``FIELD=VALUE`` filters as field -> encoded value (VALUE parses as JSON where it can)."""
-    known = [f.name for f in config_fields()]
+    """``FIELD=VALUE`` filters as field -> encoded value (VALUE parses as JSON where it can). A
+    FIELD that is no setting names a method option (``rank=8``), checked against the runs."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or name not in known:
-            raise BenchError(f"--where {pair!r}: write FIELD=VALUE with FIELD one of {', '.join(known)}")
+        if not sep or not name:
+            raise BenchError(f"--where {pair!r}: write FIELD=VALUE, FIELD a setting (e.g. lr) or a method "
+                             "option (e.g. rank)")
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
         out[name] = json.dumps(None if parsed == "none" else parsed, sort_keys=True)
     return out
+
+
+def setting(config: dict, name: str) -> Any:
+    """A run's setting ``name`` (``asdict`` of its config): a config field, else its method's
+    option of that name (None where its method has none)."""
+    return config[name] if name in config else config[OPTIONS].get(name)
 
 
 def select(records: list[dict], where: dict[str, str] | None = None, include_smoke: bool = False,
@@ -149,7 +157,7 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
 
     def keep(record: dict) -> bool:
         config = asdict(rec.config_of(record))
-        return (all(json.dumps(config[k], sort_keys=True) == v for k, v in where.items())
+        return (all(json.dumps(setting(config, k), sort_keys=True) == v for k, v in where.items())
                 and all(not wanted or config[k] in wanted for k, wanted in any_of.items()))
 
     check_filters(records, where, any_of)
@@ -164,8 +172,14 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
 def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, Sequence[str]]) -> None:
     """One clear error, listing what the store has, for a filter value that no record has."""
     configs = [asdict(rec.config_of(r)) for r in records]
+    known = [f.name for f in config_fields()]
+    options = sorted({k for c in configs for k in c[OPTIONS]})
+    for name in where:
+        if name not in known and name not in options and records:
+            raise BenchError(f"--where {name}=...: neither a setting ({', '.join(known)}) nor a method option of "
+                             f"the stored runs ({', '.join(options) or 'they have none'})")
     for name, wanted in [*((k, [v]) for k, v in where.items()), *any_of.items()]:
-        present = {json.dumps(c[name], sort_keys=True) if name in where else c[name] for c in configs}
+        present = {json.dumps(setting(c, name), sort_keys=True) if name in where else c[name] for c in configs}
         missing = [w for w in wanted if w not in present]
         if missing and records:
             shown = sorted(show(v) if name in where else str(v) for v in present)
