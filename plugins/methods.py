@@ -64,7 +64,7 @@ def register_methods(register) -> None:
     register(MethodSpec("dora", default_lr=3e-4, prepare=peft_method("dora"), options=LORA_OPTIONS,
                         description="DoRA (peft): LoRA with a learned magnitude per output weight."))
     register(MethodSpec("ia3", default_lr=3e-3, prepare=peft_method("ia3"),
-                        options={"targets": (), "feedforward": ()},
+                        options={"targets": (), "feedforward": (), "top_layers": 0},
                         description="IA3 (peft): learned rescaling of keys, values and FFN inputs."))
     register(MethodSpec("prefix", default_lr=1e-3, prepare=peft_method("prefix"), options={"virtual_tokens": 20},
                         description="Prefix tuning (peft): learned attention prefixes; encoders that honour them."))

@@ -8,6 +8,7 @@ working unchanged, so output alignment and special-token handling stay the famil
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -101,7 +102,7 @@ def prepare_dora(backbone: Backbone, options: dict[str, Any]) -> Backbone:
 
 def prepare_ia3(backbone: Backbone, options: dict[str, Any]) -> Backbone:
     """IA3: learned rescaling of keys, values and the feed-forward input. No targets given:
-    peft's defaults for the model type."""
+    peft's defaults for the model type. ``top_layers=k``: only in the last k blocks."""
     model = inner_model(backbone, "ia3")
     targets, feedforward = options["targets"], options["feedforward"]
     if not targets:
@@ -116,7 +117,19 @@ def prepare_ia3(backbone: Backbone, options: dict[str, Any]) -> Backbone:
         raise BenchError(f"method ia3: feedforward modules {feedforward} must be among targets {targets}; "
                          "fix --method-option feedforward=...")
     check_targets(model, targets, "ia3")
-    return wrap(backbone, IA3Config(target_modules=list(targets), feedforward_modules=list(feedforward)))
+    return wrap(backbone, IA3Config(target_modules=list(targets), feedforward_modules=list(feedforward),
+                                    exclude_modules=below_top(backbone, options["top_layers"], "ia3")))
+
+
+def below_top(backbone: Backbone, top: int, method: str) -> str | None:
+    """``top_layers=k`` for a method whose peft config has no ``layers_to_transform`` (IA3): a
+    regular expression (peft's ``exclude_modules``) matching every module inside the blocks below
+    the last k; None (exclude nothing) for 0."""
+    if not top:
+        return None
+    backbone.top_blocks(top, method)  # checks the count against the blocks
+    lower = "|".join(str(i) for i in range(backbone.num_layers - top))
+    return rf"{re.escape(backbone.blocks)}\.({lower})\..*" if lower else None
 
 
 def prepare_prefix(backbone: Backbone, options: dict[str, Any]) -> Backbone:

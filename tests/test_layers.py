@@ -318,3 +318,16 @@ def test_a_grid_sweeps_layers_and_top_layers_and_the_leaderboard_splits_by_them(
     unknown = CliRunner().invoke(main, ["leaderboard", "--store", str(store), "--by", "rank"])
     assert unknown.exit_code == 2 and "--by rank: unknown setting" in unknown.output
     assert "method option of the shown runs (last_k, layer, top_layers)" in unknown.output
+
+
+@pytest.mark.parametrize("name", LAST)
+def test_ia3_top_layers_1_rescales_only_in_the_last_block(name, request):
+    """peft's IA3 has no layers_to_transform: the lower blocks are excluded instead, so the
+    vectors trained are exactly every-block IA3's that sit in the last block."""
+    every = trainable(prepared(name, "ia3", {}, request))
+    top = trainable(prepared(name, "ia3", {"top_layers": 1}, request))
+    block = LAST[name][0]
+    assert top and top == {n: c for n, c in every.items() if block in n}
+    assert len(every) == 2 * len(top)  # the tiny models have two blocks
+    with pytest.raises(BenchError, match="option top_layers=3: backbone .* has 2 blocks"):
+        prepared(name, "ia3", {"top_layers": 3}, request)
