@@ -3,6 +3,8 @@ with --dedup and --max-identity (a hand-made task with planted repeats, then dis
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -22,6 +24,22 @@ def test_nearest_finds_the_most_identical_training_protein():
     assert [(n.query, n.train) for n in found] == [("q1", "nearer"), ("q2", "near"), ("q3", "copy")]
     assert found[0].identity == 1.0 and found[2].identity == 1.0
     assert found[1].identity == 8 / 10  # MKTAYIAKQR vs MKTAYIAKHH: 8 of 10 residues identical
+
+
+def test_nearest_aligns_a_test_set_once_and_searches_again_when_the_cache_is_bad(tmp_path, monkeypatch):
+    from plm_bench.tasks import overlap
+
+    monkeypatch.setenv("PLM_BENCH_CACHE", str(tmp_path))
+    train, queries = [("a", "MKTAYIAKQR"), ("b", "WWWWWWWWWW")], [("q", "MKTAYIAKHH")]
+    first = nearest(queries, train)
+    searched = []
+    monkeypatch.setattr(overlap, "search", lambda *a: searched.append(a) or [overlap.Nearest("q", "b", 0.5)])
+    assert nearest(queries, train) == first and not searched  # a grid's other runs read it
+    assert nearest(queries, train[:1])[0].identity == 0.5 and len(searched) == 1  # other train, other entry
+    (entry,) = [p for p in (tmp_path / "identity").iterdir() if p.read_text() == json.dumps([["q", "a", 0.8]])]
+    entry.write_text("{not json")
+    assert nearest(queries, train) == [overlap.Nearest("q", "b", 0.5)] and len(searched) == 2
+    assert json.loads(entry.read_text()) == [["q", "b", 0.5]]  # replaced
 
 
 def test_histogram_and_counts_above_thresholds():

@@ -18,6 +18,7 @@ whatever the threshold, so runs that differ only in ``max_identity`` differ only
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plm_bench.errors import BenchError
+from plm_bench.files import atomic_file, cache_root
 from plm_bench.tasks.sources import SPLITS
 
 MATRIX = "BLOSUM62"
@@ -51,7 +53,32 @@ class Nearest:
 
 def nearest(queries: Sequence[tuple[str, str]], train: Sequence[tuple[str, str]], top: int = TOP,
             threads: int = 1) -> list[Nearest]:
-    """For each ``(id, sequence)`` query, the training ``(id, sequence)`` of highest identity."""
+    """For each ``(id, sequence)`` query, the training ``(id, sequence)`` of highest identity.
+
+    Kept under ``$PLM_BENCH_CACHE/identity``, named by a digest of both sides and the search
+    settings: the seeds and methods of a grid (and ``bench data overlap``, ``bench report``)
+    align one test set once. An unreadable or mismatched entry is searched again and replaced.
+    """
+    import pyopal
+
+    key = json.dumps([pyopal.__version__, MATRIX, GAP_OPEN, GAP_EXTEND, top, list(queries), list(train)])
+    path = cache_root() / "identity" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    try:
+        found = [Nearest(str(q), str(t), float(i)) for q, t, i in json.loads(path.read_text())]
+        if [n.query for n in found] == [name for name, _ in queries]:
+            return found
+    except (OSError, ValueError, TypeError):
+        pass  # absent or unreadable: search
+    found = search(queries, train, top, threads)
+    with atomic_file(path) as replacement:
+        replacement.path.write_text(json.dumps([[n.query, n.train, n.identity] for n in found]))
+    return found
+
+
+def search(queries: Sequence[tuple[str, str]], train: Sequence[tuple[str, str]], top: int,
+           threads: int) -> list[Nearest]:
+    """:func:`nearest` without the cache: hash for exact copies, score every training sequence,
+    align the ``top`` best in full."""
     import pyopal
 
     by_hash = {digest(s): name for name, s in reversed(train)}
