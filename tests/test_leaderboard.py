@@ -167,6 +167,25 @@ def test_where_takes_method_options():
         lb.select(runs, lb.parse_where(["rank=16"]))
 
 
+def test_delta_over_a_method_option_pairs_runs_equal_in_everything_else():
+    """``--delta rank=4``: each rank's gain over rank 4 with the other options and settings equal
+    (rank 8 at two lrs pairs with rank 4 at its own lr), seed by seed."""
+    def lora(rank, seed, value, lr=1e-3):
+        return record("esm2-8m", "lora", "gb1", seed, value, lr=lr, method_options={"rank": rank, "alpha": 1.0})
+
+    runs = [lora(4, s, 0.5 + s / 100) for s in (1, 2, 3)] + [lora(8, s, 0.6 + s / 50) for s in (1, 2, 3)]
+    runs += [lora(4, s, 0.1, lr=1e-4) for s in (1, 2)] + [lora(8, s, 0.3, lr=1e-4) for s in (1, 2)]
+    report = lb.delta(runs, "rank=4")
+    assert report.label_columns[0] == "rank" and "lr" in report.label_columns
+    by_lr = {row[report.label_columns.index("lr")]: cells for row, cells in report.rows.items()}
+    assert by_lr["0.001"]["gb1"].mean == pytest.approx(0.1 + 2 / 100)  # (0.6 + s/50) - (0.5 + s/100), mean s = 2
+    assert by_lr["0.0001"]["gb1"].mean == pytest.approx(0.2)
+    assert all(row[0] == "8" for row in report.rows)
+    with pytest.raises(BenchError, match=r"--delta 'nosuch=1': unknown setting 'nosuch'; .* a method option of "
+                                         r"the shown runs \(alpha, rank\)"):
+        lb.delta(runs, "nosuch=1")
+
+
 def test_by_leads_the_row_labels_and_unknown_fields_are_refused():
     report = lb.leaderboard(RECORDS, by=["head"])
     assert report.label_columns == ("head", "backbone", "method")

@@ -48,7 +48,8 @@ def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, 
               help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule, to reproduce its tables).")
 @click.option("--delta", "baseline", metavar="METHOD|init|FIELD=VALUE",
               help="Gain over the baseline condition matching each row in every other setting: a method "
-                   "(e.g. frozen), init (over random weights) or FIELD=VALUE; paired over seeds and by the "
+                   "(e.g. frozen), init (over random weights) or FIELD=VALUE (a setting or a method option, "
+                   "e.g. rank=4); paired over seeds and by the "
                    "study's Figure-1 rule.")
 @click.option("--cost", is_flag=True, help="One row per task and condition: embedding, training and total time, "
                                            "time to best, peak memory and its kind, backbone dtype.")

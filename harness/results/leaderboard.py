@@ -370,15 +370,15 @@ def overlaps(cell: Cell, study_mean: float, study_half_width: float) -> bool:
 
 
 def parse_delta(spec: str) -> tuple[str, str]:
-    """``--delta`` as (field, baseline value): ``FIELD=VALUE``, ``init`` (random), or a method name."""
+    """``--delta`` as (field, baseline value): ``FIELD=VALUE`` (a setting or a method option),
+    ``init`` (random), or a method name."""
     if spec in DELTA_SHORTHANDS:
         return DELTA_SHORTHANDS[spec]
     name, sep, value = spec.partition("=")
     if not sep:
         return "method", spec
-    known = condition_fields()
-    if name not in known:
-        raise BenchError(f"--delta {spec!r}: unknown setting {name!r}; use one of {', '.join(known)}")
+    if not name:
+        raise BenchError(f"--delta {spec!r}: write FIELD=VALUE, FIELD a setting or a method option")
     return name, value
 
 
@@ -419,7 +419,15 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
     notes = check_metric(records, metric)
     ignored = AXIS_FIELDS.get(axis, (axis,))
     cells, flagged = by_condition(records, metric), smoke_flag(records)
-    conditions = {key: json.loads(key) for key in cells}
+    stored = {key: json.loads(key) for key in cells}
+    if axis not in condition_fields():  # a method option: a field of its own, out of method_options
+        options = sorted({k for c in stored.values() for k in json.loads(c[OPTIONS])})
+        if axis not in options:
+            raise BenchError(f"--delta {spec!r}: unknown setting {axis!r}; use one of "
+                             f"{', '.join(condition_fields())}, or a method option of the shown runs "
+                             f"({', '.join(options) or 'they have none'})")
+        by = (axis, *(n for n in by if n != axis))
+    conditions = {key: project(c, [axis]) for key, c in stored.items()}
 
     def pair_key(c: Condition) -> str:
         return json.dumps({k: v for k, v in c.items() if k not in ignored})
@@ -436,7 +444,7 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
         option = f"--{axis.replace('_', '-')} {baseline}"
         raise BenchError(f"no condition pairs with a {axis} = {baseline} condition that matches it in every other "
                          f"setting; run `bench run {option}` with the same settings and seeds (see `bench runs`)")
-    labels, caption = layout(compared.values(), by)
+    labels, caption = layout((stored[key] for key in compared), by)
     tasks = sorted({t for key in compared for t in cells[key]})
     report = Report(titled(f": gain over {axis} = {baseline}", metric, ci), tuple(labels),
                     [c for t in tasks for c in (t, f"{t} ({FIGURE1})")], caption=caption + notes,
