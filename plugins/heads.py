@@ -66,12 +66,14 @@ def register_heads(register) -> None:
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,
                       "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
     register(HeadSpec("esm-cls", ("protein",), build_esm_cls, tokens=True,
-                      description="The study's ESM2 head: transformers' EsmClassificationHead on the <cls> token."))
+                      description="The study's ESM2 head (notebooks/finetune/Finetuning_per_protein.ipynb): "
+                                  "transformers' EsmClassificationHead on the <cls> token."))
     register(HeadSpec("t5-mean", ("protein",), build_t5_mean, tokens=True,
-                      description="The study's T5 head: mean over every position (padding and </s> included), "
-                                  "dense + tanh."))
+                      description="The study's T5 head (Finetuning_per_protein.ipynb): mean over every position "
+                                  "(padding and </s> included), dense + tanh."))
     register(HeadSpec("linear-residue", ("residue",), build_linear,
-                      "The study's per-residue head: dropout and one linear layer."))
+                      "The study's per-residue head (notebooks/finetune/Finetuning_per_residue_*.ipynb): "
+                      "dropout and one linear layer."))
     probe = "ridge (regression) or logistic regression (classification), regularization chosen on valid"
     register(HeadSpec("probe-mean", ("protein",), build_probe("mean"),
                       f"Linear probe on mean-pooled residues: {probe}."))

@@ -14,7 +14,8 @@ from plm_bench.plugins.specs import MethodSpec
 if TYPE_CHECKING:
     from plm_bench.models.backbone import Backbone
 
-# Rank 4, alpha 1, dropout 0, every bias trained: the study's LoraConfig. No targets = the
+# Rank 4, alpha 1, dropout 0, every bias trained: the study's LoraConfig (notebooks/finetune/
+# Finetuning_per_protein.ipynb). No targets = the
 # backbone's attention q, k, v, o (its adapter_targets; the harness protocol), ffn=true adds its
 # feed-forward layers; the study protocol names its targets (ESM2: query, key, value, dense).
 # top_layers=k: adapters (and trained biases) only in the last k blocks; 0: every block.

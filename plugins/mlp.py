@@ -1,4 +1,5 @@
-"""The 32-unit MLP head (the study's frozen-embedding predictor: Dense(32, relu), dropout, output)."""
+"""The 32-unit MLP head (the study's frozen-embedding predictor: Dense(32, relu), dropout, output;
+notebooks/embedding/Embedding_Predictor_Training.ipynb)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class MLP(nn.Module):
     """Per-protein (masked mean pooling first) or per-residue MLP.
 
     With ``standardize`` its input is shifted and scaled by statistics of the training split
-    (:meth:`fit_standardization`, like the study's keras ``Normalization`` layer); they are
+    (:meth:`fit_standardization`, like the study's keras ``Normalization`` layer in the same notebook); they are
     buffers of the head, so a saved run predicts with the statistics it trained with.
     """
 

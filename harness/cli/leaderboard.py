@@ -45,7 +45,8 @@ def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, 
               help="Group rows by this setting or method option (e.g. layer, top_layers, rank): it leads the "
                    "row labels, shown even when constant (repeatable).")
 @click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
-              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule, to reproduce its tables).")
+              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule in Tables S3-S6, to reproduce "
+                   "its tables).")
 @click.option("--delta", "baseline", metavar="METHOD|init|FIELD=VALUE",
               help="Gain over the baseline condition matching each row in every other setting: a method "
                    "(e.g. frozen), init (over random weights) or FIELD=VALUE (a setting or a method option, "

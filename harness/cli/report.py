@@ -16,7 +16,7 @@ from plm_bench.cli.leaderboard import filter_options, selected
 @click.option("--smoke", is_flag=True, help="Include smoke runs (--limit-train/--limit-eval), hidden by default.")
 @click.option("--metric", help="Test metric to report (default: each task's primary metric).")
 @click.option("--ci", type=click.Choice(["t", "normal"]), default="t", show_default=True,
-              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule).")
+              help="Seed CI: t-distribution, or normal (1.96·SE, the study's rule in Tables S3-S6).")
 @click.option("--overlap", is_flag=True,
               help="Add a leakage summary: align every test protein of the report's tasks against their training "
                    "sets (as `bench data overlap`; seconds for disorder, minutes for the large tasks).")

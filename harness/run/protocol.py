@@ -280,7 +280,8 @@ def head_options(head_spec: HeadSpec, config: RunConfig, trains_backbone: bool) 
 def truncate(splits: dict[str, list[Example]], config: RunConfig,
              backbone: Backbone) -> tuple[dict[str, list[Example]], dict | None]:
     """Cut every sequence (and its per-residue labels) to ``max_tokens`` tokens, the backbone's
-    special tokens included, as the study's tokenizer did; the record counts what was cut."""
+    special tokens included, as the study's tokenizer did (notebooks/finetune: ``max_length=1024,
+    truncation=True``); the record counts what was cut."""
     if not config.max_tokens:
         return splits, None
     keep = config.max_tokens - backbone.special_tokens
