@@ -145,7 +145,8 @@ def test_smoke_runs_are_hidden_unless_asked_for_and_where_filters_any_setting():
     assert [r["config"]["limit_train"] for r in only] == [100]
     assert len(lb.select(runs, lb.parse_where(["lr=1e-3", "method=full"]))[0]) == 3
     assert len(lb.select(runs, backbone=["onehot"])[0]) == 1
-    with pytest.raises(BenchError, match="nosuch=...: neither a setting \\(backbone, task, .*\\) nor a method option"):
+    with pytest.raises(BenchError, match="--where nosuch: unknown setting; use one of backbone, task, .*, or a method "
+                                         "option of the shown runs \\(they have none\\)"):
         lb.select(runs, lb.parse_where(["nosuch=1"]))
     with pytest.raises(BenchError, match="write FIELD=VALUE"):
         lb.parse_where(["lr"])
@@ -181,7 +182,7 @@ def test_delta_over_a_method_option_pairs_runs_equal_in_everything_else():
     assert by_lr["0.001"]["gb1"].mean == pytest.approx(0.1 + 2 / 100)  # (0.6 + s/50) - (0.5 + s/100), mean s = 2
     assert by_lr["0.0001"]["gb1"].mean == pytest.approx(0.2)
     assert all(row[0] == "8" for row in report.rows)
-    with pytest.raises(BenchError, match=r"--delta 'nosuch=1': unknown setting 'nosuch'; .* a method option of "
+    with pytest.raises(BenchError, match=r"--delta nosuch: unknown setting; use one of backbone, .* a method option of "
                                          r"the shown runs \(alpha, rank\)"):
         lb.delta(runs, "nosuch=1")
 
@@ -339,7 +340,8 @@ def test_cli_leaderboard_formats_filters_plot_and_errors(store_path, tmp_path):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags], terminal_width=250)
         assert result.exit_code == 0, (flags, result.output)
     for flags, message in ((["--metric", "nosuch"], "they have: mse, spearman"),
-                           (["--where", "nosuch=1"], "neither a setting"), (["--delta", "nosuch=1"], "unknown setting"),
+                           (["--where", "nosuch=1"], "--where nosuch: unknown setting"),
+                           (["--delta", "nosuch=1"], "unknown setting"),
                            (["--task", "aav"], "the store has: gb1")):
         result = runner.invoke(main, ["leaderboard", "--store", str(store_path), *flags])
         assert result.exit_code == 2 and message in result.output, (flags, result.output)

@@ -172,12 +172,9 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
 def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, Sequence[str]]) -> None:
     """One clear error, listing what the store has, for a filter value that no record has."""
     configs = [asdict(rec.config_of(r)) for r in records]
-    known = [f.name for f in config_fields()]
-    options = sorted({k for c in configs for k in c[OPTIONS]})
-    for name in where:
-        if name not in known and name not in options and records:
-            raise BenchError(f"--where {name}=...: neither a setting ({', '.join(known)}) nor a method option of "
-                             f"the stored runs ({', '.join(options) or 'they have none'})")
+    if records:
+        for name in where:
+            check_name("--where", name, [f.name for f in config_fields()], {k for c in configs for k in c[OPTIONS]})
     for name, wanted in [*((k, [v]) for k, v in where.items()), *any_of.items()]:
         present = {json.dumps(setting(c, name), sort_keys=True) if name in where else c[name] for c in configs}
         missing = [w for w in wanted if w not in present]
@@ -185,6 +182,20 @@ def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, 
             shown = sorted(show(v) if name in where else str(v) for v in present)
             value = show(missing[0]) if name in where else missing[0]
             raise BenchError(f"no stored run has {name} = {value}; the store has: {', '.join(shown)}")
+
+
+def check_name(flag: str, name: str, known: Sequence[str], options: Iterable[str]) -> None:
+    """One line for ``flag``'s ``name`` when it is neither a setting (``known``) nor one of the
+    runs' method ``options``."""
+    options = sorted(options)
+    if name not in known and name not in options:
+        raise BenchError(f"{flag} {name}: unknown setting; use one of {', '.join(known)}, or a method option of "
+                         f"the shown runs ({', '.join(options) or 'they have none'})")
+
+
+def option_names(conditions: Iterable[Condition]) -> set[str]:
+    """The method options the conditions' methods take."""
+    return {k for c in conditions for k in json.loads(c[OPTIONS])}
 
 
 def project(c: Condition, names: Iterable[str]) -> Condition:
@@ -206,11 +217,8 @@ def layout(conditions: Iterable[Condition], by: Sequence[str] = (), skip: Iterab
     the caption."""
     conditions = list(conditions)
     known = condition_fields()
-    options = sorted({k for c in conditions for k in json.loads(c[OPTIONS])})
     for name in by:
-        if name not in known and name not in options:
-            raise BenchError(f"--by {name}: unknown setting; use one of {', '.join(known)}, or a method option of "
-                             f"the shown runs ({', '.join(options) or 'they have none'})")
+        check_name("--by", name, known, option_names(conditions))
     conditions = [project(c, by) for c in conditions]
     picked = [n for n in by if n not in known]  # method options, now fields of the projected conditions
     skip = set(skip)
@@ -421,11 +429,7 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
     cells, flagged = by_condition(records, metric), smoke_flag(records)
     stored = {key: json.loads(key) for key in cells}
     if axis not in condition_fields():  # a method option: a field of its own, out of method_options
-        options = sorted({k for c in stored.values() for k in json.loads(c[OPTIONS])})
-        if axis not in options:
-            raise BenchError(f"--delta {spec!r}: unknown setting {axis!r}; use one of "
-                             f"{', '.join(condition_fields())}, or a method option of the shown runs "
-                             f"({', '.join(options) or 'they have none'})")
+        check_name("--delta", axis, condition_fields(), option_names(stored.values()))
         by = (axis, *(n for n in by if n != axis))
     conditions = {key: project(c, [axis]) for key, c in stored.items()}
 
