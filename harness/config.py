@@ -30,18 +30,24 @@ def by_protocol(help: str, schema: dict, **kwargs: Any) -> Any:
 
 
 def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nullable: bool = False,
-            cli: str | None = None, protocol: bool = False) -> Any:
+            cli: str | None = None, protocol: bool = False, as_before: Any = MISSING) -> Any:
     """A RunConfig field: ``help`` for people, ``schema`` for validators, ``role`` for where it is set.
 
     ``nullable`` fields accept ``None`` (left unset: the run's defaults decide); ``cli`` names the
     option where it is not the field name with dashes; ``protocol`` fields left ``None`` take the
     run's protocol's value (:meth:`RunConfig.resolved`), so a resolved config has them all.
+
+    ``as_before``: every setting added after the first release of the store (identity version 1)
+    must declare the value that means "as plm-bench ran before this setting existed"; a run at
+    that value leaves the setting out of its hash, so stored runs keep their identity (see
+    :attr:`RunConfig.hash` and tests/test_identity.py, which enforces the declaration).
     """
     if nullable and "enum" in schema:
         schema = {**schema, "enum": [*schema["enum"], None]}
     elif nullable:
         schema = {**schema, "type": [schema["type"], "null"]}
-    metadata = {"help": help, "schema": schema, "role": role, "cli": cli, "protocol": protocol}
+    metadata = {"help": help, "schema": schema, "role": role, "cli": cli, "protocol": protocol,
+                "as_before": as_before}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -165,13 +171,40 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True)
+        """The run's identity in the store: a digest of :meth:`identity`."""
+        canonical = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that identify the run: every field, except a newer setting left at its
+        ``as_before`` value and a method option left at the value its spec declares as before
+        it existed; so adding either keeps every stored run's hash (tests/test_identity.py)."""
+        values = asdict(self)
+        for f in fields(self):
+            before = f.metadata["as_before"]
+            if before is not MISSING and values[f.name] == before:
+                del values[f.name]
+        values["method_options"] = _option_identity(self.method, values["method_options"])
+        return values
 
     @property
     def is_smoke(self) -> bool:
         """A quick run on a subset of the data: never comparable with full runs."""
         return self.limit_train is not None or self.limit_eval is not None
+
+
+def _option_identity(method: str, options: dict) -> dict:
+    """``options`` without those a method added later and left at their ``as_before`` value."""
+    if not options:
+        return options
+    from plm_bench import plugins
+
+    try:
+        spec = plugins.get("method", method)
+    except BenchError:  # "auto" or a method no plugin serves any more: the options as stored
+        return options
+    before = spec.options_as_before
+    return {k: v for k, v in options.items() if not (k in before and before[k] == v)}
 
 
 def protocol_settings(config: RunConfig, task: Any, method: str) -> dict[str, Any]:

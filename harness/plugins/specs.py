@@ -84,6 +84,9 @@ class MethodSpec:
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     default: bool = False  # the method of a run that names none (exactly one registered method says so)
+    # An option added after runs were stored: the value that means "as before it existed". Runs at
+    # it keep their identity (the option is left out of the config hash), so stored runs stay done.
+    options_as_before: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def trains_backbone(self) -> bool:
