@@ -50,6 +50,11 @@ def data_dir_option(help: str = "Task data folder laid out <task>/<file> (defaul
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help=help)
 
 
+accept_changed_option = click.option(
+    "--accept-changed", is_flag=True,
+    help="Count finished runs as done even where the code that produced them has changed since (plm-bench's "
+         "result version or a serving plugin's version; without it such runs stop the command, naming the change).")
+
 log_json_option = click.option(
     "--log-json", type=click.Path(dir_okay=False, path_type=Path),
     help="Also append every run event (start, validations, early stop, end) to FILE as JSON lines; "

@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from plm_bench.cli.common import (
+    accept_changed_option,
     allow_unverified_option,
     console,
     data_dir_option,
@@ -44,6 +45,7 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
 @data_dir_option("Task data folder laid out <task>/<file> (default $PLM_BENCH_DATA); workers must see it.")
 @device_option
 @click.option("--force", is_flag=True, help="Rerun runs that already finished.")
+@accept_changed_option
 @click.option("--workers", type=click.IntRange(min=1),
               help="local: runs at once, each in its own process (default: one per visible GPU).")
 @click.option("--ray-address", help="ray: an existing cluster (default: $RAY_ADDRESS, else a local Ray instance).")
@@ -57,7 +59,8 @@ def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[st
               help="Any other launcher option, e.g. cluster=local or slurm_qos=high (slurm), cpus=8 (ray).")
 @log_json_option
 def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data_dir: Path | None, device: str,
-         force: bool, workers: int | None, ray_address: str | None, partition: str | None, time_limit: int | None,
+         force: bool, accept_changed: bool, workers: int | None, ray_address: str | None, partition: str | None,
+         time_limit: int | None,
          account: str | None, gpus_per_run: float | None, cpus_per_run: int | None, extra: dict,
          log_json: Path | None) -> None:
     """Run every combination in GRID.toml (see examples/grid.toml), skipping finished runs.
@@ -84,7 +87,7 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     store_path = store or default_store_path()
     # a dry run writes nothing, not even a new store
     results = Store(store_path, read_only=dry_run) if store_path.exists() or not dry_run else None
-    todo, done = split_done(plan.configs, results, force)
+    todo, done = split_done(plan.configs, results, force, accept_changed)
     for skipped in plan.skipped:
         console.print(literal(f"skipped: {skipped}"), soft_wrap=True)
     if dry_run:

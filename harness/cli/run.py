@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from plm_bench.cli.common import (
+    accept_changed_option,
     allow_unverified_option,
     config_options,
     console,
@@ -34,9 +35,10 @@ from plm_bench.tasks.sources import default_data_dir
 @store_option()
 @data_dir_option()
 @click.option("--force", is_flag=True, help="Rerun configs that already finished.")
+@accept_changed_option
 @log_json_option
 def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: Path | None,
-        data_dir: Path | None, force: bool, log_json: Path | None, **settings) -> None:
+        data_dir: Path | None, force: bool, accept_changed: bool, log_json: Path | None, **settings) -> None:
     """Train and evaluate one backbone on one task, once per seed."""
     from functools import partial
 
@@ -58,7 +60,7 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         seed_count = protocol_seeds(RunConfig(**settings).resolved())
     configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, seed_count + 1)]
     results = Store(store)
-    todo, done = split_done(configs, results, force)
+    todo, done = split_done(configs, results, force, accept_changed)
     for config in done:
         console.print(literal(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
                               f"(run {results.finished(config.hash)['run_id']}); use --force to rerun"),

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from plm_bench.cli.common import console, store_option
+from plm_bench.cli.common import console, err_console, literal, store_option
 from plm_bench.cli.leaderboard import filter_options, selected
 from plm_bench.errors import BenchError
 
@@ -52,12 +52,28 @@ def runs(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...],
 @click.argument("run_id", type=int)
 @store_option()
 def show(run_id: int, store: Path | None) -> None:
-    """Print the whole stored record of run RUN_ID as JSON."""
+    """Print the whole stored record of run RUN_ID as JSON, after the code that produced it (on stderr,
+    so the JSON stays pipeable)."""
     from plm_bench.results.store import Store
 
     results = Store(store, read_only=True)
     for record in results.records(status=None):
         if record["run_id"] == run_id:
+            for line in code_lines(record):
+                err_console.print(literal(line), soft_wrap=True)
             click.echo(json.dumps(record, indent=2, sort_keys=True))
             return
     raise BenchError(f"{results.path} has no run {run_id}; `bench runs` lists the ids")
+
+
+def code_lines(record: dict) -> list[str]:
+    """Which code produced ``record``, for people: plm-bench and every plugin that served it."""
+    provenance = record.get("provenance")
+    if not provenance:
+        return ["code: not recorded (a record of plm-bench 0.1.0, record schema 1)"]
+    own = provenance["plm_bench"]
+    commit = f", commit {own['commit'][:12]}{' (dirty)' if own.get('dirty') else ''}" if own.get("commit") else ""
+    lines = [f"code: plm-bench {own['version']} (result version {own['result_version']}{commit}), "
+             f"record schema {provenance['schema_version']}"]
+    lines += [f"  {kind} {p['name']}: {p['distribution']} {p['version']}" for kind, p in provenance["plugins"].items()]
+    return lines

@@ -18,6 +18,11 @@ import jsonschema
 
 from plm_bench.config import RunConfig, config_schema
 from plm_bench.errors import BenchError
+from plm_bench.results import provenance
+
+# The record schema's version, in each record's ``provenance``: 2 added provenance itself (records of
+# 0.1.0 have none: version 1). Bump it with any change a reader of stored records must know about.
+SCHEMA_VERSION = 2
 
 
 def schema_file(name: str) -> dict:
@@ -63,8 +68,9 @@ def finished(config: RunConfig, **sections: Any) -> dict:
     unknown = sorted(set(sections) - set(schema()["properties"]))
     if unknown:
         raise ValueError(f"run record sections not in the schema: {unknown}")
-    return {"config": asdict(config), "config_hash": config.hash, "status": "finished", **sections,
-            "finished_at": now()}
+    stored = asdict(config)
+    return {"config": stored, "config_hash": config.hash, "status": "finished", **sections,
+            "provenance": provenance.of(stored, SCHEMA_VERSION), "finished_at": now()}
 
 
 def failed(config: RunConfig, error: str, environment: dict, error_type: str = "") -> dict:
@@ -74,8 +80,9 @@ def failed(config: RunConfig, error: str, environment: dict, error_type: str = "
     and passes ``{}``. ``error_type`` is the exception's class name (``BenchError``: a problem
     the user can fix, e.g. missing weights).
     """
+    stored = asdict(config)
     return {
-        "config": asdict(config),
+        "config": stored,
         "config_hash": config.hash,
         "status": "failed",
         "error": error,
@@ -83,6 +90,7 @@ def failed(config: RunConfig, error: str, environment: dict, error_type: str = "
         "primary_metric": "",
         "metrics": {},
         "environment": environment,
+        "provenance": provenance.of(stored, SCHEMA_VERSION),
         "finished_at": now(),
     }
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.plugins.specs import LauncherSpec
-from plm_bench.results import records
+from plm_bench.results import provenance, records
 from plm_bench.results.store import Store, journal
 from plm_bench.run.progress import Progress
 
@@ -45,12 +46,32 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
     return record
 
 
-def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False
-               ) -> tuple[list[RunConfig], list[RunConfig]]:
-    """(to run, already finished). Failed runs are run again; ``force`` reruns everything."""
+def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False,
+               accept_changed: bool = False) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(to run, already finished). Failed runs are run again; ``force`` reruns everything.
+
+    A finished run whose code has changed since (:func:`provenance.changes`) is neither: the
+    user decides, so this refuses in one line naming what changed, unless ``accept_changed``
+    keeps the stored records as done.
+    """
     if force or store is None:
         return list(configs), []
-    done = [c for c in configs if store.finished(c.hash)]
+    done, changed = [], []
+    for config in configs:
+        record = store.finished(config.hash)
+        if record is None:
+            continue
+        stored = asdict(config)
+        what = [] if accept_changed else provenance.changes(record, provenance.of(stored, records.SCHEMA_VERSION))
+        if what:
+            changed.append(f"run {record['run_id']} ({config.backbone} {config.task} {config.method} seed "
+                           f"{config.seed}): {'; '.join(what)}")
+        else:
+            done.append(config)
+    if changed:
+        more = f" (and {len(changed) - 1} more runs)" if len(changed) > 1 else ""
+        raise BenchError(f"finished with other code: {changed[0]}{more}; rerun with --force (the old record stays "
+                         "until the new one finishes) or keep the stored results with --accept-changed")
     hashes = {c.hash for c in done}
     return [c for c in configs if c.hash not in hashes], done
 
@@ -61,6 +82,14 @@ def check_options(launcher: LauncherSpec, options: dict) -> None:
         inspect.signature(launcher.launch).bind([], None, **options)
     except TypeError as exc:
         raise BenchError(f"launcher {launcher.name}: {exc}; drop that option or pick another --launcher") from None
+
+
+def with_launcher(record: dict, served_by: dict) -> dict:
+    """``record`` with the launcher that ran it in its provenance (only the driver knows it)."""
+    if "provenance" not in record:  # a third-party launcher's hand-built record: nothing to add to
+        return record
+    plugins = {**record["provenance"]["plugins"], **served_by}
+    return {**record, "provenance": {**record["provenance"], "plugins": plugins}}
 
 
 def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callable[[RunConfig], dict],
@@ -76,6 +105,7 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
     check_options(launcher, options)
     expected = {c.hash: c for c in configs}
     stored: list[dict] = []
+    served_by = provenance.serving({"launcher": launcher.name})
     stream = launcher.launch(list(configs), execute, **options)
     try:
         with progress.following(configs):
@@ -85,10 +115,10 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
                     raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "
                                      f"({record.get('config_hash')}); fix the launcher plugin")
                 try:
-                    run_id = store.add(record)
+                    run_id = store.add(with_launcher(record, served_by))
                 except BenchError as exc:
                     record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
-                    run_id = store.add(record)
+                    run_id = store.add(with_launcher(record, served_by))
                 stored.append({**record, "run_id": run_id})
                 progress.end(stored[-1])
     finally:

@@ -1,0 +1,92 @@
+"""Every record says which code produced it, and a run whose code changed is never `already done`."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from plm_bench.cli import main
+from plm_bench.results import provenance
+from plm_bench.results.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLE = ["--backbone", "physchem", "--task", "example-hydrophobicity", "--epochs", "1", "--seed", "1"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, terminal_width=200)
+
+
+def bump(folder: Path, distribution: str, version: str) -> None:
+    """What `pip install` of another version leaves on sys.path: its metadata, found first."""
+    info = folder / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+
+
+def test_a_record_names_plm_bench_its_commit_schema_and_every_serving_plugin(store_path):
+    result = invoke("run", *EXAMPLE, "--store", str(store_path))
+    assert result.exit_code == 0, result.output
+    record = Store(store_path).records()[0]
+    own = record["provenance"]["plm_bench"]
+    assert own["version"] == provenance.package_version() and own["result_version"] == provenance.RESULT_VERSION
+    assert len(own["commit"]) == 40 and isinstance(own["dirty"], bool)  # the tests run from a checkout
+    assert record["provenance"]["schema_version"] == 2
+    served = record["provenance"]["plugins"]
+    assert served["backbone"] == {"name": "physchem", "distribution": "plm-bench-example",
+                                  "version": provenance.package_version("plm-bench-example")}
+    assert served["task"]["distribution"] == "plm-bench-example"
+    assert {k: served[k]["distribution"] for k in ("head", "method", "protocol", "launcher")} == dict.fromkeys(
+        ("head", "method", "protocol", "launcher"), "plm-bench")
+
+    shown = invoke("show", "1", "--store", str(store_path))
+    assert f"plm-bench {own['version']} (result version 1, commit {own['commit'][:12]}" in shown.output
+    assert "record schema 2" in shown.output
+    assert "backbone physchem: plm-bench-example" in shown.output and "launcher local: plm-bench" in shown.output
+
+
+def test_a_bumped_plugin_version_says_what_changed_instead_of_already_done(store_path, tmp_path, monkeypatch):
+    assert invoke("run", *EXAMPLE, "--store", str(store_path)).exit_code == 0
+    before = provenance.package_version("plm-bench-example")
+    bump(tmp_path / "site", "plm-bench-example", "9.9.0")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert provenance.package_version("plm-bench-example") == "9.9.0"
+
+    again = invoke("run", *EXAMPLE, "--store", str(store_path))
+    assert again.exit_code == 2 and "already done" not in again.output
+    assert f"backbone physchem: plm-bench-example {before} -> plm-bench-example 9.9.0" in again.output
+    assert "--force" in again.output and "--accept-changed" in again.output
+    assert len(Store(store_path).records()) == 1  # nothing ran, nothing replaced
+
+    kept = invoke("run", *EXAMPLE, "--store", str(store_path), "--accept-changed")
+    assert kept.exit_code == 0 and "already done" in kept.output
+    rerun = invoke("run", *EXAMPLE, "--store", str(store_path), "--force")
+    assert rerun.exit_code == 0
+    assert Store(store_path).records()[-1]["provenance"]["plugins"]["backbone"]["version"] == "9.9.0"
+
+
+def test_a_new_result_version_of_plm_bench_is_a_change_and_a_new_package_version_alone_is_not(store_path,
+                                                                                              monkeypatch):
+    assert invoke("run", *EXAMPLE, "--store", str(store_path)).exit_code == 0
+    record = Store(store_path).records()[0]
+    current = provenance.of(record["config"], 2)
+    assert provenance.changes(record, current) == []
+    newer_package = {**current, "plm_bench": {**current["plm_bench"], "version": "0.2.0", "commit": "f" * 40}}
+    assert provenance.changes(record, newer_package) == []
+    monkeypatch.setattr(provenance, "RESULT_VERSION", 2)
+    assert provenance.changes(record, provenance.of(record["config"], 2)) == [
+        "plm-bench result version 1 -> 2 (see CHANGELOG.md)"]
+
+
+def test_a_finished_run_of_0_1_0_is_still_already_done(tmp_path, data_dir):
+    """The fixture store holds runs of plm-bench 0.1.0 (no provenance): the same command is done."""
+    store = tmp_path / "store-v1.sqlite"
+    shutil.copy(FIXTURES / "store-v1.sqlite", store)
+    result = invoke("run", "--backbone", "onehot", "--task", "gb1", "--data-dir", str(data_dir), "--limit-train",
+                    "32", "--limit-eval", "16", "--epochs", "1", "--seeds", "2", "--store", str(store))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("already done") == 2
+    assert len(sqlite3.connect(store).execute("SELECT id FROM runs").fetchall()) == 4
