@@ -90,3 +90,26 @@ def test_a_finished_run_of_0_1_0_is_still_already_done(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     assert result.output.count("already done") == 2
     assert len(sqlite3.connect(store).execute("SELECT id FROM runs").fetchall()) == 4
+
+
+def test_the_leaderboard_never_pools_runs_of_different_plugin_versions_unasked(store_path):
+    assert invoke("run", *EXAMPLE[:-2], "--seeds", "2", "--store", str(store_path)).exit_code == 0
+    store = Store(store_path)
+    second = store.records()[1]
+    served = second["provenance"]["plugins"]
+    bumped = {**second["provenance"], "plugins": {**served, "backbone": {**served["backbone"], "version": "9.9.0"}}}
+    store.add({**{k: v for k, v in second.items() if k != "run_id"}, "provenance": bumped})
+
+    board = invoke("leaderboard", "--store", str(store_path), "--format", "csv")
+    assert board.exit_code == 0, board.output
+    rows = [line.split(",") for line in board.output.splitlines() if line.startswith("plm-bench r1")]
+    assert len(rows) == 2 and all(row[4] == "1" for row in rows), board.output  # one seed each, never pooled
+    assert sum("plm-bench-example==9.9.0" in row[0] for row in rows) == 1
+    one = invoke("leaderboard", "--store", str(store_path), "--format", "csv", "--where",
+                 f"code=plm-bench r1 + plm-bench-example=={provenance.package_version('plm-bench-example')}")
+    first = store.records()[0]  # the one run left at the installed version
+    assert one.exit_code == 0
+    assert one.output.splitlines()[1].split(",")[:2] == ["physchem", str(first["metrics"]["test"]["spearman"])]
+    by_version = invoke("leaderboard", "--store", str(store_path), "--where",
+                        f"plm_bench_version={provenance.package_version()}", "--by", "code")
+    assert by_version.exit_code == 0 and "code" in by_version.output

@@ -31,6 +31,7 @@ from typing import Any
 from plm_bench.config import config_fields
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
+from plm_bench.results import provenance
 from plm_bench.results import records as rec
 from plm_bench.results.intervals import mean_ci
 
@@ -38,6 +39,8 @@ FORMATS = ("table", "md", "csv", "json", "html")
 REPLICATE = "seed"  # what a row pools over: its cells are means over this field
 OPTIONS = "method_options"  # the field whose keys --by may also name
 COLUMN = "task"  # what the columns of a leaderboard are
+CODE = "code"  # the code a run's result depends on (provenance.code): part of the condition, so never pooled across
+FILTERS = ("plm_bench_version",)  # what else --where can filter on: facts of the record, not of the condition
 STUDY_PROTOCOL = "study"  # the protocol whose runs are comparable with the study's published values
 TEST_SELECTED = {"esm2-3b"}  # backbones whose published values are the study's best *test* epoch (DESIGN.md)
 FIGURE1 = "Fig. 1 rule"
@@ -99,13 +102,21 @@ def aggregate(values: list[float], ci: str = "t", flags: tuple[str, ...] = ()) -
 # --- conditions ------------------------------------------------------------------------------
 
 def condition_fields() -> list[str]:
-    """Every RunConfig field but the seed, in RunConfig's order: what makes a condition."""
-    return [f.name for f in config_fields() if f.name != REPLICATE]
+    """Every RunConfig field but the seed, in RunConfig's order, then the code that produced the
+    run: what makes a condition."""
+    return [*(f.name for f in config_fields() if f.name != REPLICATE), CODE]
+
+
+def fields_of(record: dict) -> dict[str, Any]:
+    """What filters and conditions read of a record: its settings (fields newer than the record
+    at RunConfig's defaults), the code its result depends on, and the plm-bench version that ran it."""
+    version = (record.get("provenance") or {}).get("plm_bench", {}).get("version", "0.1.0")
+    return {**asdict(rec.config_of(record)), CODE: provenance.code(record), "plm_bench_version": version}
 
 
 def condition(record: dict) -> Condition:
-    """The record's condition; fields newer than the record take RunConfig's defaults."""
-    config = asdict(rec.config_of(record))
+    """The record's condition."""
+    config = fields_of(record)
     return {name: json.dumps(config[name], sort_keys=True) for name in condition_fields()}
 
 
@@ -156,7 +167,7 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
     where = where or {}
 
     def keep(record: dict) -> bool:
-        config = asdict(rec.config_of(record))
+        config = fields_of(record)
         return (all(json.dumps(setting(config, k), sort_keys=True) == v for k, v in where.items())
                 and all(not wanted or config[k] in wanted for k, wanted in any_of.items()))
 
@@ -171,10 +182,11 @@ def select(records: list[dict], where: dict[str, str] | None = None, include_smo
 
 def check_filters(records: list[dict], where: dict[str, str], any_of: dict[str, Sequence[str]]) -> None:
     """One clear error, listing what the store has, for a filter value that no record has."""
-    configs = [asdict(rec.config_of(r)) for r in records]
+    configs = [fields_of(r) for r in records]
     if records:
         for name in where:
-            check_name("--where", name, [f.name for f in config_fields()], {k for c in configs for k in c[OPTIONS]})
+            check_name("--where", name, [*(f.name for f in config_fields()), CODE, *FILTERS],
+                       {k for c in configs for k in c[OPTIONS]})
     for name, wanted in [*((k, [v]) for k, v in where.items()), *any_of.items()]:
         present = {json.dumps(setting(c, name), sort_keys=True) if name in where else c[name] for c in configs}
         missing = [w for w in wanted if w not in present]

@@ -18,7 +18,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from plm_bench.errors import BenchError
@@ -91,7 +91,7 @@ def groups(records: list[dict], metric: str | None, ci: str) -> dict[str, list[G
 
 
 def vars_of(record: dict) -> dict:
-    return asdict(rec.config_of(record))
+    return lb.fields_of(record)
 
 
 def headline(records: list[dict]) -> list[dict]:

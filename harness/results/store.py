@@ -12,6 +12,12 @@ nothing and a kill before the store write would then lose the whole run. Read co
 the file read-only (``mode=ro``; a shared read-only results file works) and never create one.
 Rows are validated on read; a bad one is reported once and skipped.
 
+Each row keeps the sha256 of its record's text (``digest``), checked on every read: a record
+changed outside plm-bench (a hand edit, a damaged page that still parses) is named and skipped,
+never shown. The file carries its layout's version (``PRAGMA user_version``, :data:`STORE_VERSION`);
+a writer opening an older store upgrades it in place, in one transaction, after copying it to
+``<store>.v<N>-backup.sqlite``; a store from a newer plm-bench is refused in one line.
+
 Beside the runs, the ``profiles`` table keeps every ``bench profile`` measurement (one validated
 JSON entry each, never replaced: see :mod:`plm_bench.results.profiles`). Tables are created
 ``IF NOT EXISTS``, so a store from before profiles opens unchanged and a writer adds the table;
@@ -20,6 +26,7 @@ a read-only store without it simply has no profiles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -36,6 +43,9 @@ from plm_bench.results import records
 
 DEFAULT_STORE = "bench-results.sqlite"
 WRITE_ATTEMPTS = 3  # a locked or briefly failing disk gets this many tries before the record is journaled
+# The store's layout: 0 (plm-bench 0.1.0, which set no version), 2 (each run row keeps its record's digest).
+# Versions and record schema versions share one count (records.SCHEMA_VERSION) so neither reuses a number.
+STORE_VERSION = 2
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     method TEXT NOT NULL,
     head TEXT NOT NULL,
     seed INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_config_hash ON runs (config_hash);
 CREATE TABLE IF NOT EXISTS profiles (
@@ -59,6 +70,11 @@ CREATE TABLE IF NOT EXISTS profiles (
     profile TEXT NOT NULL
 );
 """
+
+
+def digest(text: str) -> str:
+    """The sha256 of a stored record's text, kept beside it and checked on every read."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def default_store_path() -> Path:
@@ -115,6 +131,7 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
             self.db.executescript(SCHEMA_SQL)
         except sqlite3.OperationalError as exc:
             raise BenchError(f"{self.path}: cannot open the results store for writing ({exc}); free space on its "
@@ -123,6 +140,45 @@ class Store:
             raise BenchError(f"{self.path}: not a usable results store ({exc}); "
                              "point --store at another file") from None
         self.recover()
+
+    def _version(self, db: sqlite3.Connection) -> int:
+        """The store's layout version; a newer one than this plm-bench knows is refused."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_VERSION:
+            raise BenchError(f"{self.path}: written by a newer plm-bench (store version {version}; this one reads "
+                             f"up to {STORE_VERSION}); upgrade plm-bench (pip install -U plm-bench) or use another "
+                             "--store")
+        return version
+
+    def _migrate(self) -> None:
+        """Bring an older store to :data:`STORE_VERSION` (a new one is created at it): a backup
+        copy first, then one transaction, so a kill leaves the old store or the new, never half."""
+        db = self.db
+        if self._version(db) == STORE_VERSION:
+            return
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+            db.execute(f"PRAGMA user_version = {STORE_VERSION}")  # a new store: created below at this version
+            return
+        version = self._version(db)
+        backup = self.path.with_name(f"{self.path.stem}.v{version}-backup.sqlite")
+        if not backup.exists():
+            with atomic_file(backup) as copy:
+                target = sqlite3.connect(copy.path)
+                db.backup(target)
+                target.close()
+        db.execute("BEGIN IMMEDIATE")  # one writer migrates; another waits, then finds it done
+        try:
+            if self._version(db) < STORE_VERSION:
+                db.execute("ALTER TABLE runs ADD COLUMN digest TEXT")
+                rows = db.execute("SELECT id, record FROM runs").fetchall()
+                db.executemany("UPDATE runs SET digest = ? WHERE id = ?", [(digest(t), i) for i, t in rows])
+                db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._warn(f"{self.path}: upgraded from store version {version} to {STORE_VERSION} (a copy of the old "
+                   f"one: {backup})")
 
     def _open_read_only(self) -> sqlite3.Connection:
         if not self.path.is_file():
@@ -135,6 +191,7 @@ class Store:
             try:
                 db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=30)
                 db.execute("SELECT count(*) FROM runs").fetchone()
+                self._version(db)  # an older one reads as it is: its rows have no digests to check
                 return db
             except sqlite3.DatabaseError as exc:
                 problem = exc
@@ -214,10 +271,10 @@ class Store:
         with self.db:
             self.db.execute("DELETE FROM runs WHERE config_hash = ?", (record["config_hash"],))
             cursor = self.db.execute(
-                "INSERT INTO runs (config_hash, status, backbone, task, method, head, seed, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (config_hash, status, backbone, task, method, head, seed, record, digest)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record["config_hash"], record["status"], config["backbone"], config["task"],
-                 config["method"], config["head"], config["seed"], text),
+                 config["method"], config["head"], config["seed"], text, digest(text)),
             )
         return int(cursor.lastrowid)
 
@@ -252,17 +309,21 @@ class Store:
 
     def _rows(self, where: str, *args: object) -> list[dict]:
         """Records of the rows matching ``where``, each validated; a bad row is reported once and skipped."""
-        return self._validated(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args, records.validate,
-                               "run_id", "run {} is not a valid record ({}); skipped (rerun its config with "
-                               "--force to replace it)")
+        checked = "digest" if self._version(self.db) >= STORE_VERSION else "NULL"
+        return self._validated(f"SELECT id, record, {checked} FROM runs WHERE {where} ORDER BY id", args,
+                               records.validate, "run_id", "run {} is not a valid record ({}); skipped (rerun its "
+                               "config with --force to replace it)")
 
     def _validated(self, query: str, args: tuple, validate: Callable[[dict], None], id_name: str,
                    problem: str) -> list[dict]:
-        """The JSON documents ``query`` selects (as ``id, text`` rows), each validated and given its
-        row id as ``id_name``; a bad one is reported once (``problem`` formatted with id and error)."""
+        """The JSON documents ``query`` selects (as ``id, text[, digest]`` rows), each checked against
+        its digest where it has one, validated and given its row id as ``id_name``; a bad one is
+        reported once (``problem`` formatted with id and error)."""
         out = []
-        for row_id, text in self.db.execute(query, args):
+        for row_id, text, *stored in self.db.execute(query, args):
             try:
+                if stored and stored[0] is not None and stored[0] != digest(text):
+                    raise BenchError("it differs from what plm-bench stored: changed outside plm-bench")
                 document = json.loads(text)
                 validate(document)
             except (ValueError, BenchError) as exc:
