@@ -9,11 +9,17 @@ package exports: ``from plm_bench import hookimpl, BackboneSpec, Backbone, Resid
 from importlib import import_module
 from typing import Any
 
+from plm_bench import compat
 from plm_bench.errors import BenchError
 from plm_bench.plugins.hookspecs import hookimpl
 from plm_bench.plugins.specs import BackboneSpec, HeadSpec, LauncherSpec, MethodSpec
+from plm_bench.results.provenance import package_version
 
-__version__ = "0.1.0"
+__version__ = package_version() or "0+unknown"  # one owner: the package metadata (pyproject.toml)
+# The plugin contract's version (CHANGELOG.md): a minor bump adds to what plugins may use, a major
+# one changes or removes something; moved imports keep a deprecated alias (plm_bench.compat).
+CONTRACT_VERSION = "1.1"
+compat.install()
 
 _LAZY = {
     "Backbone": "plm_bench.models.backbone", "Residues": "plm_bench.models.backbone",
@@ -21,7 +27,8 @@ _LAZY = {
     "Task": "plm_bench.tasks.task", "Example": "plm_bench.tasks.task", "Splits": "plm_bench.tasks.task",
     "RunConfig": "plm_bench.config",
 }
-__all__ = ["BackboneSpec", "BenchError", "HeadSpec", "LauncherSpec", "MethodSpec", "__version__", "hookimpl",
+__all__ = ["CONTRACT_VERSION", "BackboneSpec", "BenchError", "HeadSpec", "LauncherSpec", "MethodSpec", "__version__",
+           "hookimpl",
            *_LAZY]
 
 
