@@ -67,7 +67,7 @@ def test_runs_lists_ids_that_predict_accepts_and_frozen_cost_includes_the_embedd
     bench("predict", "--run", str(ids[0]), str(tmp_path / "new.fasta"), "-o", str(tmp_path / "out.csv"),
           "--store", str(store), "--device", "cpu")
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 4
-    shown = json.loads(bench("show", str(ids[0]), "--store", str(store)))
+    shown = json.loads(CliRunner().invoke(main, ["show", str(ids[0]), "--store", str(store)]).stdout)  # JSON only
     assert shown["run_id"] == ids[0] and shown["config"]["method"] == "frozen"
     assert "no run 99" in bench("show", "99", "--store", str(store), code=2)
 
