@@ -208,12 +208,13 @@ def _option_identity(method: str, options: dict) -> dict:
 
 
 def protocol_settings(config: RunConfig, task: Any, method: str) -> dict[str, Any]:
-    """What ``config``'s protocol sets for its task, backbone (name and family) and ``method``."""
+    """What ``config``'s protocol sets for its task, backbone (name and family), ``method`` and init."""
     from plm_bench import plugins
 
     backbone = plugins.get("backbone", config.backbone)
     return plugins.get("protocol", config.protocol).settings_for(
-        task=task.name, level=task.level, family=backbone.family, backbone=backbone.name, method=method)
+        task=task.name, level=task.level, family=backbone.family, backbone=backbone.name, method=method,
+        init=config.init)
 
 
 def protocol_seeds(config: RunConfig) -> int:
