@@ -171,3 +171,18 @@ def test_leaderboard_reference_shows_the_logs_beside_random_init_runs(logs):
     assert row["disorder (study)"] is None  # the published tables hold no random-init value
     assert row["disorder (study logs)"] == "0.600 ± 0.026 (valid-loss, n=3: seeds 97,98,99)"
     assert any("study logs:" in line for line in report.caption)
+
+
+def test_run_dry_run_resolves_random_init_to_the_logs_schedule_without_training(logs, tmp_path, wide):
+    store = tmp_path / "runs.sqlite"
+    result = CliRunner().invoke(main, ["run", "--backbone", "esm2-8m", "--init", "random", "--method", "full",
+                                       "--task", "disorder", "--protocol", "study", "--dry-run", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+             for line in result.output.splitlines() if line.count("│") > 2}
+    runs = logs[("esm2-8m", "disorder", "full", "random")]
+    assert lines["seed"] == ["1", "2", "3"]  # the study's 3 fine-tuning seeds
+    assert lines["epochs"] == [str(runs[0].epochs)] * 3 == ["100"] * 3
+    assert lines["val_per_epoch"] == [str(runs[0].val_per_epoch)] * 3 == ["1"] * 3
+    assert lines["init"] == ["random"] * 3 and lines["status"] == ["to run"] * 3
+    assert not store.exists()  # nothing ran, nothing was written
