@@ -164,13 +164,17 @@ def test_study_logs_fetch_from_a_mirror_and_reject_a_corrupt_copy(data_dir, tmp_
 def test_leaderboard_reference_shows_the_logs_beside_random_init_runs(logs):
     from test_leaderboard import record
 
-    runs = [record("esm2-8m", "full", "disorder", s, v, protocol="study", init="random", select_by="valid-loss")
-            for s, v in ((97, 0.58), (98, 0.60), (99, 0.62))]
-    report = lb.leaderboard(runs, reference=True, logs=logs)
-    row = next(iter(report.rows.values()))
-    assert row["disorder (study)"] is None  # the published tables hold no random-init value
-    assert row["disorder (study logs)"] == "0.600 ± 0.026 (valid-loss, n=3: seeds 97,98,99)"
+    runs = [record("esm2-8m", "full", "disorder", s, v, protocol="study", init="random", select_by="valid-loss",
+                   epochs=epochs, val_per_epoch=1)
+            for s, v in ((97, 0.58), (98, 0.60), (99, 0.62)) for epochs in (100, 2)]
+    runs += [record("esm2-8m", "full", "disorder", 97, 0.5, protocol="study", init="random", epochs=100,
+                    val_per_epoch=1, limit_train=16, select_by="valid-loss")]
+    report = lb.leaderboard(runs, reference=True, logs=logs, by=["epochs", "limit_train"])
+    assert report.rows[("100", "—")]["disorder (study)"] is None  # the published tables hold no random-init value
+    assert report.rows[("100", "—")]["disorder (study logs)"] == "0.600 ± 0.026 (valid-loss, n=3: seeds 97,98,99)"
+    assert report.rows[("2", "—")]["disorder (study logs)"].endswith("; logged 100x1, this run 2x1")
     assert any("study logs:" in line for line in report.caption)
+    assert report.rows[("100", "16")]["disorder (study logs)"] is None  # a subset is not the study's data
 
 
 def test_run_dry_run_resolves_random_init_to_the_logs_schedule_without_training(logs, tmp_path, wide):

@@ -375,18 +375,27 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
 
 
 def comparable_to_logs(c: Condition) -> bool:
-    """Whether the study's logs hold runs like this condition's: as :func:`study_comparable`,
-    random initialization included (the logs have it; the published tables do not)."""
-    return study_comparable({**c, "init": json.dumps("pretrained")})
+    """Whether the study's logs hold runs like this condition's: as :func:`study_comparable` on
+    every training and test protein (no smoke limits), random initialization included (the logs
+    have it; the published tables do not)."""
+    whole = all(json.loads(c.get(name, "null")) is None for name in ("limit_train", "limit_eval"))
+    return whole and study_comparable({**c, "init": json.dumps("pretrained")})
 
 
 def logged(logs: Mapping[tuple[str, str, str, str], tuple], c: Condition, task: str) -> str | None:
     """The study logs' value for condition ``c`` on ``task``: by lowest validation loss, the rule
-    of the study protocol (the logs hold no validation metric), else marked as best test epoch."""
+    of the study protocol (the logs hold no validation metric), else marked as best test epoch;
+    a run whose schedule is not the one its study runs logged says so."""
     from plm_bench.results.study_logs import describe
 
     runs = logs.get((json.loads(c["backbone"]), task, json.loads(c["method"]), json.loads(c["init"])))
-    return describe(runs) if runs else None
+    if not runs:
+        return None
+    ours = (json.loads(c["epochs"]), json.loads(c["val_per_epoch"]))
+    logged_schedules = sorted({(r.epochs, r.val_per_epoch) for r in runs})
+    other = "" if ours in logged_schedules else (
+        f"; logged {' or '.join(f'{e}x{v}' for e, v in logged_schedules)}, this run {ours[0]}x{ours[1]}")
+    return describe(runs) + other
 
 
 def study_comparable(c: Condition) -> bool:
