@@ -190,3 +190,16 @@ def test_run_dry_run_resolves_random_init_to_the_logs_schedule_without_training(
     assert lines["val_per_epoch"] == [str(runs[0].val_per_epoch)] * 3 == ["1"] * 3
     assert lines["init"] == ["random"] * 3 and lines["status"] == ["to run"] * 3
     assert not store.exists()  # nothing ran, nothing was written
+
+
+def test_the_report_puts_the_study_beside_runs_of_its_protocol(logs):
+    from test_leaderboard import record
+
+    from plm_bench.results import report as rp
+
+    runs = [record("esm2-8m", "full", "disorder", s, v, protocol="study", init="random", select_by="valid-loss",
+                   epochs=100, val_per_epoch=1) for s, v in ((97, 0.58), (98, 0.60), (99, 0.62))]
+    page = rp.render(rp.build(runs, logs=logs), "md")
+    assert "Beside the study" in page and "0.600 ± 0.026 (valid-loss, n=3: seeds 97,98,99)" in page
+    others = [record("esm2-8m", "full", "disorder", s, 0.6) for s in (1, 2)]  # harness protocol: no such section
+    assert "Beside the study" not in rp.render(rp.build(others, logs=logs), "md")
