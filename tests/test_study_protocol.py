@@ -61,6 +61,11 @@ def test_the_study_per_protein_head_of_each_family(request, backbone, fixture, h
     assert [m.p for m in model.head.modules() if isinstance(m, torch.nn.Dropout)] == [dropout]
     if head == "esm-cls":
         assert layers["classifier"] == "EsmClassificationHead"  # transformers' own, as the notebook's model had
+        # initialized by EsmPreTrainedModel._init_weights as from_pretrained left it: N(0, 0.02), zero bias
+        # (nn.Linear's default would be uniform with std 1/sqrt(3 * 32) = 0.10 and a nonzero bias)
+        for layer in (dense, out_proj):
+            assert torch.count_nonzero(layer.bias) == 0
+        assert 0.015 < dense.weight.std().item() < 0.025
     model.eval()
     batch = sorted(CHARGE.load(None)["train"][:3], key=lambda e: len(e.sequence))
     assert len({len(e.sequence) for e in batch}) == 3  # padding is exercised
