@@ -101,6 +101,10 @@ class RunConfig:
                         "pretraining add?).", {"enum": ["pretrained", "random"]})
     long_policy: str = setting("error", "Sequences longer than the backbone's maximum: fail naming them, or "
                                "chunk.", {"enum": ["error", "chunk"]})
+    pooling: str | None = by_protocol("Frozen per-protein embeddings: the mean over the residues, or over every "
+                                      "token the backbone sees, special tokens included (the study's embedding "
+                                      "notebook); frozen methods on protein-level tasks only.",
+                                      {"enum": ["residues", "tokens"]}, as_before="residues")
     method_options: dict = setting({}, "Options of the method, e.g. LoRA rank (KEY=VALUE); they override the "
                                    "protocol's.", {"type": "object"}, role="table", cli="method-option")
     val_per_epoch: int | None = by_protocol("Validations per epoch.", _COUNT)
@@ -149,6 +153,9 @@ class RunConfig:
         filled = {}
         for f in config_fields():
             if f.metadata["protocol"] and getattr(self, f.name) is None:
+                if chosen.get(f.name) is None and f.metadata["as_before"] is not MISSING:
+                    filled[f.name] = f.metadata["as_before"]  # newer than the protocol: as before it existed
+                    continue
                 if chosen.get(f.name) is None:
                     protocol = plugins.get("protocol", self.protocol)
                     raise BenchError(f"protocol {protocol.name} ({protocol.origin}) sets no {f.name} for task "
@@ -156,6 +163,10 @@ class RunConfig:
                                      f"the protocol or pass --{f.name.replace('_', '-')}")
                 filled[f.name] = chosen[f.name]
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
+        if filled.get("pooling", self.pooling) == "tokens" and (method.trains_backbone or task.level != "protein"):
+            raise BenchError(f"--pooling tokens averages frozen per-protein embeddings; {task.name} is a "
+                             f"{task.level}-level task run with method {method.name}: drop --pooling or use "
+                             "--method frozen on a protein-level task")
         if self.shuffled_labels and method.trains_backbone:
             raise BenchError(f"--shuffled-labels trains a second head on frozen embeddings; with method {method.name} "
                              "it would be a second fine-tuning: use --method frozen or drop --shuffled-labels")

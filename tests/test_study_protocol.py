@@ -248,3 +248,30 @@ def test_random_init_esm2_keeps_the_published_dropout():
     """The published ESM2 configs set dropout 0.0; transformers' EsmConfig would give 0.1."""
     config = plugins.get("backbone", "esm2-8m").load(None, "meta", dtype="fp32", init="random").model.config
     assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.0, 0.0)
+
+
+def test_study_frozen_protein_embeddings_average_every_token_specials_included(tiny_esm, tmp_path):
+    """Embedding_Generation_GPU.ipynb (per_prot): the mean of last_hidden_state over every token of one
+    unpadded sequence, <cls> and <eos> included; the harness protocol keeps the residue mean."""
+    from plm_bench.run.protocol import RunContext, frozen_features
+
+    run = study(CHARGE, tiny_esm, "esm2-8m", method="frozen")
+    assert run.pooling == "tokens" and run.head == "mlp-protein"
+    harness = RunConfig(backbone="esm2-8m", task=CHARGE.name, method="frozen", backbone_path=str(tiny_esm)).resolved()
+    assert harness.pooling == "residues" and "pooling" not in harness.identity()  # as before: the same hash
+    backbone, model = build(run, CHARGE, CPU)
+    batch = CHARGE.load(None)["train"][:3]
+    features = frozen_features(backbone, {"x": batch}, run, RunContext(data_dir=tmp_path, device="cpu"))["x"]
+    with torch.no_grad():
+        for example, rows in zip(batch, features, strict=True):
+            inputs = backbone.tokenize([example.sequence])  # one sequence: no padding
+            tokens = backbone.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            tokens = tokens.last_hidden_state[0]
+            assert rows.shape == (len(example.sequence) + 2, backbone.hidden_size)  # <cls> ... <eos>
+            torch.testing.assert_close(rows.mean(0), tokens.float().mean(0), atol=2e-3, rtol=1e-3)  # fp16 cache
+    residues = frozen_features(backbone, {"x": batch}, harness, RunContext(data_dir=tmp_path, device="cpu"))["x"]
+    assert [len(r) for r in residues] == [len(e.sequence) for e in batch]  # its own cache entry
+    from plm_bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="--pooling tokens averages frozen per-protein"):
+        study(CHARGE, tiny_esm, "esm2-8m", method="lora", pooling="tokens")
