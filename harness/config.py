@@ -30,7 +30,7 @@ def by_protocol(help: str, schema: dict, **kwargs: Any) -> Any:
 
 
 def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nullable: bool = False,
-            cli: str | None = None, protocol: bool = False, as_before: Any = MISSING) -> Any:
+            cli: str | None = None, protocol: bool = False, as_before: Any = MISSING, fallback: Any = MISSING) -> Any:
     """A RunConfig field: ``help`` for people, ``schema`` for validators, ``role`` for where it is set.
 
     ``nullable`` fields accept ``None`` (left unset: the run's defaults decide); ``cli`` names the
@@ -41,13 +41,16 @@ def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nul
     must declare the value that means "as plm-bench ran before this setting existed"; a run at
     that value leaves the setting out of its hash, so stored runs keep their identity (see
     :attr:`RunConfig.hash` and tests/test_identity.py, which enforces the declaration).
+
+    ``fallback``: a ``protocol`` setting's value where the run's protocol names none (protocols
+    need not know it); a newer setting falls back to its ``as_before`` value.
     """
     if nullable and "enum" in schema:
         schema = {**schema, "enum": [*schema["enum"], None]}
     elif nullable:
         schema = {**schema, "type": [schema["type"], "null"]}
     metadata = {"help": help, "schema": schema, "role": role, "cli": cli, "protocol": protocol,
-                "as_before": as_before}
+                "as_before": as_before, "fallback": as_before if fallback is MISSING else fallback}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -99,8 +102,10 @@ class RunConfig:
                          "bf16 on GPUs that have it).", {"enum": ["auto", "fp32", "bf16", "fp16"]})
     init: str = setting("pretrained", "random: the architecture with random weights (how much does "
                         "pretraining add?).", {"enum": ["pretrained", "random"]})
-    long_policy: str = setting("error", "Sequences longer than the backbone's maximum: fail naming them, or "
-                               "chunk.", {"enum": ["error", "chunk"]})
+    long_policy: str | None = by_protocol("Sequences longer than the backbone's maximum: fail naming them, chunk "
+                                          "(overlapping windows), or whole (one pass, where the backbone's positions "
+                                          "have no limit: ESM2's rotary ones); protocols that name none: error.",
+                                          {"enum": ["error", "chunk", "whole"]}, fallback="error")
     pooling: str | None = by_protocol("Frozen per-protein embeddings: the mean over the residues, or over every "
                                       "token the backbone sees, special tokens included (the study's embedding "
                                       "notebook); frozen methods on protein-level tasks only.",
@@ -153,8 +158,8 @@ class RunConfig:
         filled = {}
         for f in config_fields():
             if f.metadata["protocol"] and getattr(self, f.name) is None:
-                if chosen.get(f.name) is None and f.metadata["as_before"] is not MISSING:
-                    filled[f.name] = f.metadata["as_before"]  # newer than the protocol: as before it existed
+                if chosen.get(f.name) is None and f.metadata["fallback"] is not MISSING:
+                    filled[f.name] = f.metadata["fallback"]  # a setting the protocol need not name
                     continue
                 if chosen.get(f.name) is None:
                     protocol = plugins.get("protocol", self.protocol)

@@ -310,7 +310,9 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
         device = context.torch_device
         return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
                 for name, examples in splits.items()}
-    settings = {"dtype": config.dtype, "long_policy": config.long_policy}
+    # "whole" embeds what "error" embeds, and more: entries of sequences within the limit are the same
+    policy = config.long_policy or "error"  # unset (a config no protocol resolved): as load_backbone reads it
+    settings = {"dtype": config.dtype, "long_policy": "error" if policy == "whole" else policy}
     if backbone.output_layers:  # the final output keeps its key, so its entries of earlier releases stay valid
         settings["layers"] = list(backbone.output_layers)
     tokens = config.pooling == "tokens"
