@@ -51,12 +51,20 @@ class T5MeanHead(nn.Module):
 
 
 class LinearResidue(nn.Module):
-    """The study's per-residue head: dropout, then one linear layer per residue."""
+    """The study's per-residue head: dropout, then one linear layer per residue.
 
-    def __init__(self, hidden_size: int, out_dim: int, dropout: float) -> None:
+    ``init_std``: start the layer as transformers' ``_init_weights`` does (normal with this std,
+    zero bias), as the notebooks' ESM2 heads did (``EsmForTokenRegression`` and
+    ``EsmForTokenClassificationCustom`` call ``init_weights()``); None keeps ``nn.Linear``'s
+    default, as the T5 heads' plain layer had."""
+
+    def __init__(self, hidden_size: int, out_dim: int, dropout: float, init_std: float | None = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, out_dim)
+        if init_std is not None:
+            nn.init.normal_(self.classifier.weight, mean=0.0, std=init_std)
+            nn.init.zeros_(self.classifier.bias)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden.float()))

@@ -88,15 +88,21 @@ def test_the_t5_study_head_averages_padding_in_and_the_esm_head_does_not(tiny_pr
         assert torch.allclose(alone, padded, atol=1e-5) is not depends, backbone
 
 
-@pytest.mark.parametrize(("backbone", "fixture", "dropout"),
-                         [("esm2-8m", "tiny_esm", 0.0), ("prott5", "tiny_prott5", 0.2)])
-def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, dropout):
+@pytest.mark.parametrize(("backbone", "fixture", "head", "dropout"),
+                         [("esm2-8m", "tiny_esm", "esm-linear-residue", 0.0),
+                          ("prott5", "tiny_prott5", "linear-residue", 0.2)])
+def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, head, dropout):
     run = study(RESIDUE_CLASSES, request.getfixturevalue(fixture), backbone)
-    assert (run.head, run.head_dropout) == ("linear-residue", dropout)
+    assert (run.head, run.head_dropout) == (head, dropout)
     _, model = build(run, RESIDUE_CLASSES, CPU)
     children = dict(model.head.named_children())
     assert list(children) == ["dropout", "classifier"] and children["dropout"].p == dropout
     assert (children["classifier"].in_features, children["classifier"].out_features) == (model.backbone.hidden_size, 3)
+    # ESM2's starts as EsmPreTrainedModel._init_weights leaves it (N(0, 0.02), zero bias); T5's plain
+    # nn.Linear keeps torch's default (uniform within 1/sqrt(32), so std 0.10, and a nonzero bias)
+    zero_bias = torch.count_nonzero(children["classifier"].bias) == 0
+    std = children["classifier"].weight.std().item()
+    assert (zero_bias, 0.01 < std < 0.03) == ((True, True) if head == "esm-linear-residue" else (False, False))
     model.eval()
     batch = RESIDUE_CLASSES.load(None)["train"][:3]
     with torch.no_grad():
