@@ -30,7 +30,7 @@ def by_protocol(help: str, schema: dict, **kwargs: Any) -> Any:
 
 
 def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nullable: bool = False,
-            cli: str | None = None, protocol: bool = False, as_before: Any = MISSING) -> Any:
+            cli: str | None = None, protocol: bool = False, as_before: Any = MISSING, fallback: Any = MISSING) -> Any:
     """A RunConfig field: ``help`` for people, ``schema`` for validators, ``role`` for where it is set.
 
     ``nullable`` fields accept ``None`` (left unset: the run's defaults decide); ``cli`` names the
@@ -41,13 +41,16 @@ def setting(default: Any, help: str, schema: dict, *, role: str = "setting", nul
     must declare the value that means "as plm-bench ran before this setting existed"; a run at
     that value leaves the setting out of its hash, so stored runs keep their identity (see
     :attr:`RunConfig.hash` and tests/test_identity.py, which enforces the declaration).
+
+    ``fallback``: a ``protocol`` setting's value where the run's protocol names none (protocols
+    need not know it); a newer setting falls back to its ``as_before`` value.
     """
     if nullable and "enum" in schema:
         schema = {**schema, "enum": [*schema["enum"], None]}
     elif nullable:
         schema = {**schema, "type": [schema["type"], "null"]}
     metadata = {"help": help, "schema": schema, "role": role, "cli": cli, "protocol": protocol,
-                "as_before": as_before}
+                "as_before": as_before, "fallback": as_before if fallback is MISSING else fallback}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -99,8 +102,14 @@ class RunConfig:
                          "bf16 on GPUs that have it).", {"enum": ["auto", "fp32", "bf16", "fp16"]})
     init: str = setting("pretrained", "random: the architecture with random weights (how much does "
                         "pretraining add?).", {"enum": ["pretrained", "random"]})
-    long_policy: str = setting("error", "Sequences longer than the backbone's maximum: fail naming them, or "
-                               "chunk.", {"enum": ["error", "chunk"]})
+    long_policy: str | None = by_protocol("Sequences longer than the backbone's maximum: fail naming them, chunk "
+                                          "(overlapping windows), or whole (one pass, where the backbone's positions "
+                                          "have no limit: ESM2's rotary ones); protocols that name none: error.",
+                                          {"enum": ["error", "chunk", "whole"]}, fallback="error")
+    pooling: str | None = by_protocol("Frozen per-protein embeddings: the mean over the residues, or over every "
+                                      "token the backbone sees, special tokens included (the study's embedding "
+                                      "notebook); frozen methods on protein-level tasks only.",
+                                      {"enum": ["residues", "tokens"]}, as_before="residues")
     method_options: dict = setting({}, "Options of the method, e.g. LoRA rank (KEY=VALUE); they override the "
                                    "protocol's.", {"type": "object"}, role="table", cli="method-option")
     val_per_epoch: int | None = by_protocol("Validations per epoch.", _COUNT)
@@ -149,6 +158,9 @@ class RunConfig:
         filled = {}
         for f in config_fields():
             if f.metadata["protocol"] and getattr(self, f.name) is None:
+                if chosen.get(f.name) is None and f.metadata["fallback"] is not MISSING:
+                    filled[f.name] = f.metadata["fallback"]  # a setting the protocol need not name
+                    continue
                 if chosen.get(f.name) is None:
                     protocol = plugins.get("protocol", self.protocol)
                     raise BenchError(f"protocol {protocol.name} ({protocol.origin}) sets no {f.name} for task "
@@ -156,6 +168,10 @@ class RunConfig:
                                      f"the protocol or pass --{f.name.replace('_', '-')}")
                 filled[f.name] = chosen[f.name]
         path = str(Path(self.backbone_path).resolve()) if self.backbone_path else None
+        if filled.get("pooling", self.pooling) == "tokens" and (method.trains_backbone or task.level != "protein"):
+            raise BenchError(f"--pooling tokens averages frozen per-protein embeddings; {task.name} is a "
+                             f"{task.level}-level task run with method {method.name}: drop --pooling or use "
+                             "--method frozen on a protein-level task")
         if self.shuffled_labels and method.trains_backbone:
             raise BenchError(f"--shuffled-labels trains a second head on frozen embeddings; with method {method.name} "
                              "it would be a second fine-tuning: use --method frozen or drop --shuffled-labels")
@@ -208,12 +224,13 @@ def _option_identity(method: str, options: dict) -> dict:
 
 
 def protocol_settings(config: RunConfig, task: Any, method: str) -> dict[str, Any]:
-    """What ``config``'s protocol sets for its task, backbone (name and family) and ``method``."""
+    """What ``config``'s protocol sets for its task, backbone (name and family), ``method`` and init."""
     from plm_bench import plugins
 
     backbone = plugins.get("backbone", config.backbone)
     return plugins.get("protocol", config.protocol).settings_for(
-        task=task.name, level=task.level, family=backbone.family, backbone=backbone.name, method=method)
+        task=task.name, level=task.level, family=backbone.family, backbone=backbone.name, method=method,
+        init=config.init)
 
 
 def protocol_seeds(config: RunConfig) -> int:

@@ -28,6 +28,9 @@ def build_cnn(hidden_size: int, out_dim: int, level: str, dropout: float = 0.25)
     return ResidueCNN(hidden_size, out_dim, dropout=dropout)
 
 
+ESM2_INITIALIZER_RANGE = 0.02  # initializer_range of the published ESM2 configs (facebook/esm2_t*/config.json)
+
+
 def build_esm_cls(hidden_size: int, out_dim: int, level: str, dropout: float = 0.0):
     from plm_bench_plugins.study_heads import EsmClsHead
 
@@ -44,6 +47,12 @@ def build_linear(hidden_size: int, out_dim: int, level: str, dropout: float = 0.
     from plm_bench_plugins.study_heads import LinearResidue
 
     return LinearResidue(hidden_size, out_dim, dropout)
+
+
+def build_esm_linear(hidden_size: int, out_dim: int, level: str, dropout: float = 0.0):
+    from plm_bench_plugins.study_heads import LinearResidue
+
+    return LinearResidue(hidden_size, out_dim, dropout, init_std=ESM2_INITIALIZER_RANGE)
 
 
 def build_probe(pooling: str):
@@ -74,6 +83,10 @@ def register_heads(register) -> None:
     register(HeadSpec("linear-residue", ("residue",), build_linear,
                       "The study's per-residue head (notebooks/finetune/Finetuning_per_residue_*.ipynb): "
                       "dropout and one linear layer."))
+    register(HeadSpec("esm-linear-residue", ("residue",), build_esm_linear,
+                      "The study's ESM2 per-residue head (Finetuning_per_residue_*.ipynb: EsmForTokenRegression, "
+                      "EsmForTokenClassificationCustom): dropout and one linear layer started as transformers' "
+                      "_init_weights does (normal, std 0.02, zero bias)."))
     probe = "ridge (regression) or logistic regression (classification), regularization chosen on valid"
     register(HeadSpec("probe-mean", ("protein",), build_probe("mean"),
                       f"Linear probe on mean-pooled residues: {probe}."))

@@ -275,3 +275,22 @@ def test_loading_weights_off_a_terminal_prints_no_progress_bar(tiny_esm, capfd):
     finally:
         if not before:
             transformers_logging.disable_progress_bar()
+
+
+def test_long_policy_whole_embeds_past_esm2s_trained_length_in_one_pass_and_refuses_absolute_positions(
+        tiny_esm, tiny_bert):
+    """ESM2's positions are rotary: no table ends at 1024, so a whole protein runs in one pass, as the
+    study's embedding notebook ran it (max_length=10000); BERT's absolute table cannot."""
+    sequence = "".join(AMINO_ACIDS[(7 * i) % 20] for i in range(1500))
+    whole = load_backbone(plugins.get("backbone", "esm2-8m"), str(tiny_esm), "cpu", long_policy="whole").eval()
+    assert whole.max_length == 1024 and not whole.positions_limit
+    with torch.no_grad():
+        out = whole.embed([sequence, "MKV"], ["long-one", "short"])
+        inputs = whole.tokenize([sequence])
+        direct = whole.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+    assert out.mask.sum(1).tolist() == [1500, 3]
+    torch.testing.assert_close(out.hidden[0, :1500], direct[0, 1:1501], atol=1e-4, rtol=1e-4)  # <cls> first
+    bert = load_backbone(plugins.get("backbone", "protbert"), str(tiny_bert), "cpu", long_policy="whole")
+    assert bert.positions_limit
+    with pytest.raises(BenchError, match=r"record long-one has 1500 residues; .*absolute positions stop at 126"):
+        bert.embed([sequence], ["long-one"])

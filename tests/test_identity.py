@@ -33,18 +33,18 @@ def test_every_newer_setting_declares_the_value_that_means_as_before():
 def test_a_new_defaulted_setting_keeps_every_identity_and_a_changed_one_is_a_new_run():
     """What a scratch commit adding a setting would do, without the scratch commit: a RunConfig
     with one more field, declared the way config.py asks."""
-    grown = make_dataclass("Grown", [("pooling", str, setting("residue-mean", "Pooling.", {"type": "string"},
+    grown = make_dataclass("Grown", [("scaling", str, setting("residue-mean", "Scaling.", {"type": "string"},
                                                               as_before="residue-mean"))],
                            bases=(RunConfig,), frozen=True)
     for case in IDENTITIES["cases"]:
         config = records.config_of({"config": case["config"]})
         assert grown(**asdict(config)).hash == case["hash"]
-        assert grown(**asdict(config), pooling="all-tokens").hash != case["hash"]
+        assert grown(**asdict(config), scaling="all-tokens").hash != case["hash"]
 
 
 def test_an_undeclared_setting_would_have_changed_every_identity():
     """The failure the declaration guards against (the hash of 0.1.0 took every field)."""
-    grown = make_dataclass("Grown", [("pooling", str, setting("residue-mean", "Pooling.", {"type": "string"}))],
+    grown = make_dataclass("Grown", [("scaling", str, setting("residue-mean", "Scaling.", {"type": "string"}))],
                            bases=(RunConfig,), frozen=True)
     case = IDENTITIES["cases"][0]
     assert grown(**case["config"]).hash != case["hash"]

@@ -88,7 +88,7 @@ def test_delta_init_pairs_pretrained_with_random_weights_of_the_same_settings():
     assert cell.mean == pytest.approx(0.30)
     assert cell.half_width == pytest.approx(T_975_2DF * 0.01 / math.sqrt(3))
     assert cell.flags == ("gain",)
-    # Figure 1: means 0.82 and 0.52 differ by 0.30, more than the CIs' sum 4.303 * (0.01732 + 0.02) / sqrt(3) = 0.093
+    # Figure 1: means 0.82 and 0.52 differ by 0.30, more than the CIs' sum 1.96 * (0.01732 + 0.02) / sqrt(3) = 0.042
     assert report.rows[("esm2-8m",)][f"gb1 ({lb.FIGURE1})"] == "+0.300 gain"
 
 
@@ -99,11 +99,13 @@ def test_delta_frozen_is_paired_over_seeds_and_labels_the_figure1_rule():
     assert cell.mean == pytest.approx(0.06)
     assert cell.half_width == pytest.approx(T_975_2DF * 0.01 / math.sqrt(3))
     assert cell.flags == ("gain",)
-    # Figure 1: 0.88 - 0.82 = 0.06 is not more than CI_full + CI_frozen (0.043 + 0.050)
-    assert report.rows[("esm2-8m",)][f"gb1 ({lb.FIGURE1})"] == "+0.060 within CIs"
+    # Figure 1, always the study's 1.96·SD/√n: 0.88 - 0.82 = 0.06 exceeds CI_full + CI_frozen
+    # = 1.96 * (0.01732 + 0.02) / sqrt(3) = 0.042 (by the t rule, 0.043 + 0.050, it would not)
+    assert report.rows[("esm2-8m",)][f"gb1 ({lb.FIGURE1})"] == "+0.060 gain"
     assert any("paired difference" in line and "Fig. 1 rule" in line for line in report.caption)
-    normal = lb.delta(RECORDS, "frozen", ci="normal").rows[("esm2-8m",)]["gb1"]
-    assert normal.half_width == pytest.approx(1.96 * 0.01 / math.sqrt(3))
+    normal = lb.delta(RECORDS, "frozen", ci="normal")
+    assert normal.rows[("esm2-8m",)]["gb1"].half_width == pytest.approx(1.96 * 0.01 / math.sqrt(3))
+    assert normal.rows[("esm2-8m",)][f"gb1 ({lb.FIGURE1})"] == "+0.060 gain"  # whatever --ci is
 
 
 def test_delta_pairs_only_conditions_equal_in_everything_but_the_axis():
@@ -254,12 +256,13 @@ def test_reference_compares_only_study_protocol_runs_by_ci_overlap(protocol_fiel
              (("frozen", (0.80, 0.82, 0.84)), ("full", (0.70, 0.71, 0.72))) for s, v in enumerate(vs, 1)]
     study += [record("esm2-3b", "frozen", "gb1", 1, 0.8, protocol="study")]
     report = lb.leaderboard(study + RECORDS, reference=True, by=["backbone", "method", "protocol"])
-    # the study: ESM2 8M frozen embeddings on GB1 0.818 ± 0.0041; full fine-tuning 0.883 ± 0.0095
+    # the study: ESM2 8M frozen embeddings on GB1 0.818 ± 0.0041 (5 seeds); full fine-tuning 0.883 ± 0.0095 (3)
     frozen = report.rows[("esm2-8m", "frozen", "study")]
-    assert frozen["gb1 (study)"] == "0.818 ± 0.004" and frozen["gb1"].flags == ()  # CIs overlap
+    assert frozen["gb1 (study)"] == "0.818 ± 0.004 (n=5)"
+    assert frozen["gb1"].flags == ("study n=5",)  # CIs overlap; 3 seeds against the study's 5
     full = report.rows[("esm2-8m", "full", "study")]
-    assert full["gb1"].flags == ("outside study CI",)  # 0.71 ± 0.025 misses 0.883 ± 0.0095
-    assert report.rows[("esm2-3b", "frozen", "study")]["gb1 (study)"].endswith("(best test epoch)")
+    assert full["gb1"].flags == ("outside study CI",)  # 0.71 ± 0.011 (1.96·SD/√n) misses 0.883 ± 0.0095
+    assert report.rows[("esm2-3b", "frozen", "study")]["gb1 (study)"].endswith("(n=5, best test epoch)")
     assert report.rows[("esm2-8m", "frozen", "harness")]["gb1 (study)"] is None  # other protocol: not compared
     assert any("best test epoch" in line for line in report.caption)
 
@@ -273,7 +276,7 @@ def test_runs_on_a_test_subset_or_deduplicated_data_are_rows_of_their_own_and_no
     assert report.label_columns == ("dedup", "max_identity")
     assert report.rows[("False", "—")]["gb1"].mean == pytest.approx(0.81)
     assert report.rows[("False", "0.5")]["gb1"].mean == pytest.approx(0.55)  # never pooled with all of test
-    assert report.rows[("False", "—")]["gb1 (study)"] == "0.818 ± 0.004"
+    assert report.rows[("False", "—")]["gb1 (study)"] == "0.818 ± 0.004 (n=5)"
     assert report.rows[("False", "0.5")]["gb1 (study)"] is None and report.rows[("True", "—")]["gb1 (study)"] is None
 
 

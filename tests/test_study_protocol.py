@@ -61,6 +61,11 @@ def test_the_study_per_protein_head_of_each_family(request, backbone, fixture, h
     assert [m.p for m in model.head.modules() if isinstance(m, torch.nn.Dropout)] == [dropout]
     if head == "esm-cls":
         assert layers["classifier"] == "EsmClassificationHead"  # transformers' own, as the notebook's model had
+        # initialized by EsmPreTrainedModel._init_weights as from_pretrained left it: N(0, 0.02), zero bias
+        # (nn.Linear's default would be uniform with std 1/sqrt(3 * 32) = 0.10 and a nonzero bias)
+        for layer in (dense, out_proj):
+            assert torch.count_nonzero(layer.bias) == 0
+        assert 0.015 < dense.weight.std().item() < 0.025
     model.eval()
     batch = sorted(CHARGE.load(None)["train"][:3], key=lambda e: len(e.sequence))
     assert len({len(e.sequence) for e in batch}) == 3  # padding is exercised
@@ -83,15 +88,21 @@ def test_the_t5_study_head_averages_padding_in_and_the_esm_head_does_not(tiny_pr
         assert torch.allclose(alone, padded, atol=1e-5) is not depends, backbone
 
 
-@pytest.mark.parametrize(("backbone", "fixture", "dropout"),
-                         [("esm2-8m", "tiny_esm", 0.0), ("prott5", "tiny_prott5", 0.2)])
-def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, dropout):
+@pytest.mark.parametrize(("backbone", "fixture", "head", "dropout"),
+                         [("esm2-8m", "tiny_esm", "esm-linear-residue", 0.0),
+                          ("prott5", "tiny_prott5", "linear-residue", 0.2)])
+def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, head, dropout):
     run = study(RESIDUE_CLASSES, request.getfixturevalue(fixture), backbone)
-    assert (run.head, run.head_dropout) == ("linear-residue", dropout)
+    assert (run.head, run.head_dropout) == (head, dropout)
     _, model = build(run, RESIDUE_CLASSES, CPU)
     children = dict(model.head.named_children())
     assert list(children) == ["dropout", "classifier"] and children["dropout"].p == dropout
     assert (children["classifier"].in_features, children["classifier"].out_features) == (model.backbone.hidden_size, 3)
+    # ESM2's starts as EsmPreTrainedModel._init_weights leaves it (N(0, 0.02), zero bias); T5's plain
+    # nn.Linear keeps torch's default (uniform within 1/sqrt(32), so std 0.10, and a nonzero bias)
+    zero_bias = torch.count_nonzero(children["classifier"].bias) == 0
+    std = children["classifier"].weight.std().item()
+    assert (zero_bias, 0.01 < std < 0.03) == ((True, True) if head == "esm-linear-residue" else (False, False))
     model.eval()
     batch = RESIDUE_CLASSES.load(None)["train"][:3]
     with torch.no_grad():
@@ -210,7 +221,9 @@ def test_study_protocol_values_cite_the_table():
                                                                           "frozen").epochs == 10
     full = resolved("esm2-8m", "secondary_structure", "full")
     assert (full.epochs, full.val_per_epoch, full.batch_size, full.lr) == (5, 20, 1, 2e-5)
-    assert (resolved("ankh-base", "meltome", "lora").epochs, resolved("prott5", "meltome", "lora").epochs) == (10, 20)
+    # the logs, not Table S12's 20 x 1, for ProtT5 LoRA on meltome (PT_lora_avg_thermo_9x.csv: 10 x 2)
+    assert [(c.epochs, c.val_per_epoch) for c in (resolved("ankh-base", "meltome", "lora"),
+                                                  resolved("prott5", "meltome", "lora"))] == [(10, 2), (10, 2)]
     assert resolved("esm2-8m", "gb1", "lora").method_options["targets"] == ["query", "key", "value", "dense"]
     assert np.isclose(resolved("prott5", "gb1", "lora").lr, 3e-4)
 
@@ -241,3 +254,30 @@ def test_random_init_esm2_keeps_the_published_dropout():
     """The published ESM2 configs set dropout 0.0; transformers' EsmConfig would give 0.1."""
     config = plugins.get("backbone", "esm2-8m").load(None, "meta", dtype="fp32", init="random").model.config
     assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.0, 0.0)
+
+
+def test_study_frozen_protein_embeddings_average_every_token_specials_included(tiny_esm, tmp_path):
+    """Embedding_Generation_GPU.ipynb (per_prot): the mean of last_hidden_state over every token of one
+    unpadded sequence, <cls> and <eos> included; the harness protocol keeps the residue mean."""
+    from plm_bench.run.protocol import RunContext, frozen_features
+
+    run = study(CHARGE, tiny_esm, "esm2-8m", method="frozen")
+    assert run.pooling == "tokens" and run.head == "mlp-protein"
+    harness = RunConfig(backbone="esm2-8m", task=CHARGE.name, method="frozen", backbone_path=str(tiny_esm)).resolved()
+    assert harness.pooling == "residues" and "pooling" not in harness.identity()  # as before: the same hash
+    backbone, model = build(run, CHARGE, CPU)
+    batch = CHARGE.load(None)["train"][:3]
+    features = frozen_features(backbone, {"x": batch}, run, RunContext(data_dir=tmp_path, device="cpu"))["x"]
+    with torch.no_grad():
+        for example, rows in zip(batch, features, strict=True):
+            inputs = backbone.tokenize([example.sequence])  # one sequence: no padding
+            tokens = backbone.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            tokens = tokens.last_hidden_state[0]
+            assert rows.shape == (len(example.sequence) + 2, backbone.hidden_size)  # <cls> ... <eos>
+            torch.testing.assert_close(rows.mean(0), tokens.float().mean(0), atol=2e-3, rtol=1e-3)  # fp16 cache
+    residues = frozen_features(backbone, {"x": batch}, harness, RunContext(data_dir=tmp_path, device="cpu"))["x"]
+    assert [len(r) for r in residues] == [len(e.sequence) for e in batch]  # its own cache entry
+    from plm_bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="--pooling tokens averages frozen per-protein"):
+        study(CHARGE, tiny_esm, "esm2-8m", method="lora", pooling="tokens")

@@ -49,14 +49,24 @@ def fetch(tasks: tuple[str, ...], data_dir: Path | None, mirror: str | None, for
     """Download TASKS' files (default: every task) into the data folder and verify them.
 
     A task whose data comes in several published forms gets the first form that can be
-    fetched completely; a copy whose checksum differs is rejected and never cached.
+    fetched completely; a copy whose checksum differs is rejected and never cached. The name
+    ``study-logs`` fetches the study's training logs (`bench reference logs` reads them).
     """
+    from plm_bench.results import study_logs
     from plm_bench.tasks.sources import fetch as fetch_files
 
     cache = data_dir or default_data_dir()
     table = Table("task", "file", "outcome", title=f"bench data fetch → {cache}")
     incomplete = []
-    for task in declarative_tasks(tasks):
+    chosen = declarative_tasks(tuple(t for t in tasks if t != study_logs.FOLDER))
+    if study_logs.FOLDER in tasks:
+        chosen = chosen if len(tasks) > 1 else []  # named alone: the logs only, not every task
+        for outcome in fetch_files(study_logs.FOLDER, [study_logs.SOURCE], cache, mirror=mirror, force=force):
+            table.add_row(literal(study_logs.FOLDER), literal(outcome.source.file),
+                          literal((outcome.message, "" if outcome.ok else "red")))
+            if not outcome.ok:
+                incomplete.append(study_logs.FOLDER)
+    for task in chosen:
         for form in task.forms:
             outcomes = fetch_files(task.data_folder, form.sources, cache, mirror=mirror, force=force)
             for outcome in outcomes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from plm_bench.cli.common import console, store_option
+from plm_bench.cli.common import console, data_dir_option, store_option
 from plm_bench.errors import BenchError
 
 
@@ -58,16 +58,18 @@ def selected(store: Path | None, tasks, backbones, methods, where, smoke: bool, 
 @click.option("--cost-axis", default="total (s)", show_default=True,
               help="The cost --pareto uses: total (s), train (s), time to best (s) or peak memory (GiB).")
 @click.option("--reference", is_flag=True,
-              help="Add the study's published values beside pretrained runs of the study protocol; flag "
-                   "results whose CI misses theirs.")
+              help="Add the study's published values beside pretrained runs of the study protocol (flag "
+                   "results whose CI misses theirs), and its logged runs of the same condition where "
+                   "`bench data fetch study-logs` put them in the data folder.")
+@data_dir_option("Data folder holding study-logs/training_logs.zip, for --reference (default $PLM_BENCH_DATA).")
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json", "html"]), default="table",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the export here.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw a heatmap PNG here.")
 def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...], methods: tuple[str, ...],
                 where: tuple[str, ...], smoke: bool, metric: str | None, by: tuple[str, ...], ci: str,
-                baseline: str | None, cost: bool, pareto: bool, cost_axis: str, reference: bool, fmt: str,
-                output: Path | None, plot: Path | None) -> None:
+                baseline: str | None, cost: bool, pareto: bool, cost_axis: str, reference: bool,
+                data_dir: Path | None, fmt: str, output: Path | None, plot: Path | None) -> None:
     """Test scores as mean ± 95% CI over seeds: one row per condition (every setting but the seed),
     columns tasks; settings the same for every row are listed under the table."""
     from plm_bench.results import leaderboard as lb
@@ -83,7 +85,8 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
     elif baseline:
         report = lb.delta(records, baseline, metric, ci, by)
     else:
-        report = lb.leaderboard(records, metric, reference, ci, by)
+        logs = study_logs_in(data_dir, notes) if reference else None
+        report = lb.leaderboard(records, metric, reference, ci, by, logs)
     if not report.rows:
         raise BenchError("no run has the values this report needs; see `bench runs`")
     report.caption += notes
@@ -102,6 +105,18 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
     for key, cells in report.rows.items():
         table.add_row(*key, *(styled(cells.get(c)) for c in report.columns))
     console.print(table)
+
+
+def study_logs_in(data_dir: Path | None, notes: list[str]) -> dict | None:
+    """The study's logged runs, if fetched; otherwise a note saying how to add them."""
+    from plm_bench.results import study_logs
+    from plm_bench.tasks.sources import default_data_dir
+
+    try:
+        return study_logs.load(study_logs.logs_path(data_dir or default_data_dir()))
+    except BenchError as exc:
+        notes.append(f"study logs not shown: {exc}")
+        return None
 
 
 def styled(value) -> str:

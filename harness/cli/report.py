@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from plm_bench.cli.common import console, data_dir_option, store_option
-from plm_bench.cli.leaderboard import filter_options, selected
+from plm_bench.cli.leaderboard import filter_options, selected, study_logs_in
 
 
 @click.command()
@@ -20,7 +20,8 @@ from plm_bench.cli.leaderboard import filter_options, selected
 @click.option("--overlap", is_flag=True,
               help="Add a leakage summary: align every test protein of the report's tasks against their training "
                    "sets (as `bench data overlap`; seconds for disorder, minutes for the large tasks).")
-@data_dir_option("Task data folder for --overlap (default $PLM_BENCH_DATA).")
+@data_dir_option("Task data folder for --overlap, and where study-logs/training_logs.zip is read for the study "
+                 "section (default $PLM_BENCH_DATA).")
 @click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Write the report here.")
@@ -44,5 +45,6 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
         for task in sorted({r["config"]["task"] for r in records}):
             found.append(rp.leakage(task, data_dir or default_data_dir()))
             console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
-    output.write_text(rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path)), fmt))
+    logs = study_logs_in(data_dir, notes) if any(r["config"].get("protocol") == "study" for r in records) else None
+    output.write_text(rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path), logs), fmt))
     console.print(f"{fmt} report written to {output}", highlight=False)

@@ -35,10 +35,13 @@ from plm_bench.tasks.sources import default_data_dir
 @store_option()
 @data_dir_option()
 @click.option("--force", is_flag=True, help="Rerun configs that already finished.")
+@click.option("--dry-run", is_flag=True, help="Print each seed's run with every setting resolved (protocol, "
+                                              "method, head) and whether it is done, then stop: nothing trains.")
 @accept_changed_option
 @log_json_option
 def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: Path | None,
-        data_dir: Path | None, force: bool, accept_changed: bool, log_json: Path | None, **settings) -> None:
+        data_dir: Path | None, force: bool, dry_run: bool, accept_changed: bool, log_json: Path | None,
+        **settings) -> None:
     """Train and evaluate one backbone on one task, once per seed."""
     from functools import partial
 
@@ -59,6 +62,13 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     if not seed_list and not seed_count:  # the protocol's number of seeds
         seed_count = protocol_seeds(RunConfig(**settings).resolved())
     configs = [RunConfig(**settings, seed=seed).resolved() for seed in seed_list or range(1, seed_count + 1)]
+    if dry_run:
+        from plm_bench.results.store import default_store_path
+
+        path = store or default_store_path()  # a dry run writes nothing, not even a new store
+        _, done = split_done(configs, Store(path, read_only=True) if path.exists() else None, force, accept_changed)
+        console.print(settings_table(configs, {c.hash for c in done}))
+        return
     results = Store(store)
     todo, done = split_done(configs, results, force, accept_changed)
     for config in done:
@@ -95,3 +105,20 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         err_console.print(literal((f"run {record['run_id']} failed:", "red"), f" {record['error']}"), soft_wrap=True)
     if failures:
         sys.exit(1)
+
+
+def settings_table(configs: list, done: set[str]) -> Table:
+    """What ``bench run --dry-run`` shows: every setting of each seed's resolved run, a column per seed."""
+    import json
+    from dataclasses import asdict
+
+    from plm_bench.config import config_fields
+
+    table = Table("setting", *(f"seed {c.seed}" for c in configs), title="run plan (resolved settings)")
+    for f in config_fields():
+        values = [asdict(c)[f.name] for c in configs]
+        table.add_row(literal(f.name), *(literal(v if isinstance(v, str) else json.dumps(v)) for v in values))
+    table.add_row("config hash", *(c.hash for c in configs))
+    table.add_row("status", *("finished" if c.hash in done else "to run" for c in configs))
+    return table
+

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from plm_bench.plugins.specs import BackboneSpec
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-LONG_POLICIES = ("error", "chunk")
+LONG_POLICIES = ("error", "chunk", "whole")
 RANDOM_INIT_LETTERS = "LAGVSERTIDPKQNFYMHWCXBUZO"  # ESM2's order: the 20 standard residues, then X and rare ones
 
 
@@ -69,6 +69,9 @@ class Backbone(nn.Module):
     ffn_targets: tuple[str, ...] = ()
     max_length: int | None = None
     long_policy: str = "error"
+    # whether max_length is a limit of the architecture (a table of absolute positions) rather than the
+    # length it was trained on (rotary positions), which policy "whole" may exceed
+    positions_limit: bool = True
     special_tokens: int = 0  # tokens a sequence gets besides its residues (for --max-tokens)
     packs: bool = False  # offers forward_packed; the padded tokenize + forward is the fallback
     num_layers: int | None = None  # transformer blocks; None: no layers to choose from
@@ -150,7 +153,7 @@ class Backbone(nn.Module):
             check_sequence(sequence, f"record {name}")
         self.check_lengths(sequences, names)
         limit = self.max_length
-        if limit is not None and any(len(s) > limit for s in sequences):
+        if limit is not None and any(len(s) > limit for s in sequences) and self.long_policy != "whole":
             residues = self._run_chunked(sequences, limit)
         else:
             residues = self._run(sequences, packed=self.packs and not tokens)
@@ -158,13 +161,20 @@ class Backbone(nn.Module):
         return residues
 
     def check_lengths(self, sequences: Sequence[str], names: Sequence[str]) -> None:
-        """Under policy ``error``, fail on a sequence longer than ``max_length``, naming its record.
+        """Under policy ``error`` (or ``whole`` on a backbone whose positions stop at ``max_length``),
+        fail on a sequence longer than ``max_length``, naming its record.
 
         Callers about to embed a whole split call this first, so the error comes before the work.
         """
         if self.long_policy == "chunk" or self.max_length is None:
             return
+        if self.long_policy == "whole" and not self.positions_limit:
+            return
         for sequence, name in zip(sequences, names, strict=True):
+            if len(sequence) > self.max_length and self.long_policy == "whole":
+                raise BenchError(f"record {name} has {len(sequence)} residues; backbone {self.name or 'this'}'s "
+                                 f"absolute positions stop at {self.max_length}, so --long-policy whole cannot take "
+                                 "it in one pass: use --long-policy chunk or leave the record out")
             if len(sequence) > self.max_length:
                 raise BenchError(
                     f"record {name} has {len(sequence)} residues, more than backbone {self.name or 'this'}'s "
@@ -382,6 +392,7 @@ class TransformerBackbone(Backbone):
         self.adapter_targets = tuple(adapter_targets)
         self.hidden_size = model.config.hidden_size
         self.special_tokens = len(vocabulary.prefix) + len(vocabulary.suffix)
+        self.positions_limit = getattr(model.config, "position_embedding_type", "absolute") != "rotary"
         self.packs = packs
         if packs:
             enable_packing(model)
@@ -416,13 +427,14 @@ class TransformerBackbone(Backbone):
 
 
 def load_backbone(spec: BackboneSpec, source: str | None, device: torch.device | str, *, dtype: str = "auto",
-                  init: str = "pretrained", long_policy: str = "error") -> Backbone:
+                  init: str = "pretrained", long_policy: str | None = "error") -> Backbone:
     """Load a registered backbone for one run: weights, precision, init and long-sequence policy.
 
     Every plugin's ``load(source, device, *, dtype, init)`` gets the same call; the backbone is
     then cast to the resolved precision (a no-op for loaders that loaded in it) and given the
     spec's facts it does not set itself.
     """
+    long_policy = long_policy or "error"  # unset (a config no protocol resolved): the harness's policy
     if long_policy not in LONG_POLICIES:
         raise BenchError(f"--long-policy {long_policy}: unknown; use one of {', '.join(LONG_POLICIES)}")
     torch_dtype = resolve_dtype(dtype, spec.dtypes, device, spec.name)

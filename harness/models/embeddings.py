@@ -92,11 +92,15 @@ class CachedFeatures(Sequence):
 
 
 class EmbeddingCache:
-    """Entries of one backbone (as loaded, with its weights) under one set of run settings."""
+    """Entries of one backbone (as loaded, with its weights) under one set of run settings.
+
+    An entry holds one row per residue, plus ``extra_rows`` per sequence where the settings ask
+    for token-level rows (the backbone's special tokens: ``--pooling tokens``)."""
 
     def __init__(self, backbone: nn.Module, hidden_size: int, settings: Mapping[str, Any],
-                 folder: Path | None = None) -> None:
+                 folder: Path | None = None, extra_rows: int = 0) -> None:
         self.hidden_size = hidden_size
+        self.extra_rows = extra_rows
         self.folder = Path(folder) if folder else default_folder()
         self.model_key = json.dumps({"format": FORMAT_VERSION, "weights": fingerprint(backbone),
                                      "hidden": hidden_size, **settings}, sort_keys=True)
@@ -115,7 +119,7 @@ class EmbeddingCache:
         chunks of similar lengths, longest first, so memory stays bounded however large the split
         and a sequence too long for the backbone fails before any work is spent.
         """
-        lengths = [len(e.sequence) for e in examples]
+        lengths = [len(e.sequence) + self.extra_rows for e in examples]
         path = self.path(examples)
         array = self._read(path, lengths)
         if array is None:
@@ -146,7 +150,7 @@ class EmbeddingCache:
         return array
 
     def _write(self, path: Path, examples: list[Example], embed: Embed) -> None:
-        lengths = np.array([len(e.sequence) for e in examples], dtype=np.int64)
+        lengths = np.array([len(e.sequence) + self.extra_rows for e in examples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.folder.mkdir(parents=True, exist_ok=True)
         sweep(self.folder)
@@ -170,7 +174,7 @@ class EmbeddingCache:
                         if tuple(output.shape) != shape:
                             raise BenchError(f"record {examples[i].id}: backbone gave embeddings of shape "
                                              f"{tuple(output.shape)}, expected {shape}; the backbone "
-                                             "must return one row per residue")
+                                             "must return one row per residue (per token with --pooling tokens)")
                         with np.errstate(over="ignore"):  # overflow is caught just below, naming the record
                             rows = output.detach().float().cpu().numpy().astype("<f2")
                         if not np.isfinite(rows).all():

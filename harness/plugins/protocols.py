@@ -1,7 +1,7 @@
 """Declarative protocols: a TOML file of rules, each setting defaults for the runs it matches.
 
 A protocol file has a ``name``, a ``description`` and ``[[rules]]``; a rule's ``match`` table
-lists accepted values per key (task, level, family, backbone, method) and its ``settings``
+lists accepted values per key (task, level, family, backbone, method, init) and its ``settings``
 table holds values of RunConfig fields (plus ``seeds``, how many seeds ``bench run`` runs when
 given none). ``source`` says where a rule's values come from. Every value is checked against
 the field's JSON schema here, so a typo is reported naming the file, not mid-run.
@@ -17,7 +17,7 @@ from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
 from plm_bench.plugins.specs import ProtocolRule, ProtocolSpec
 
-MATCH_KEYS = ("task", "level", "family", "backbone", "method")
+MATCH_KEYS = ("task", "level", "family", "backbone", "method", "init")
 SEEDS = {"type": "integer", "minimum": 1}
 NOT_SET_BY_PROTOCOLS = ("backbone", "task", "method", "seed", "protocol", "backbone_path", "limit_train",
                         "limit_eval")

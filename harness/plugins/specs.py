@@ -141,7 +141,7 @@ class LauncherSpec:
 @dataclass(frozen=True)
 class ProtocolRule:
     """Settings for the runs a rule matches: each ``match`` key (task, level, family, backbone,
-    method) lists the values it accepts; a key left out matches everything."""
+    method, init) lists the values it accepts; a key left out matches everything."""
 
     match: Mapping[str, tuple[str, ...]]
     settings: Mapping[str, Any]
@@ -166,8 +166,8 @@ class ProtocolSpec:
     origin: str = ""  # the file it was read from, for error messages
 
     def settings_for(self, **run: str) -> dict[str, Any]:
-        """The protocol's settings for a run with these ``task``, ``level``, ``family``, ``backbone``
-        and ``method``; ``method_options`` merge key by key."""
+        """The protocol's settings for a run with these ``task``, ``level``, ``family``, ``backbone``,
+        ``method`` and ``init``; ``method_options`` merge key by key."""
         chosen: dict[str, Any] = {}
         for rule in self.rules:
             if rule.applies(run):

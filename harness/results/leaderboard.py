@@ -20,7 +20,7 @@ import html
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib.resources import files
@@ -42,7 +42,6 @@ COLUMN = "task"  # what the columns of a leaderboard are
 CODE = "code"  # the code a run's result depends on (provenance.code): part of the condition, so never pooled across
 FILTERS = ("plm_bench_version",)  # what else --where can filter on: facts of the record, not of the condition
 STUDY_PROTOCOL = "study"  # the protocol whose runs are comparable with the study's published values
-TEST_SELECTED = {"esm2-3b"}  # backbones whose published values are the study's best *test* epoch (DESIGN.md)
 FIGURE1 = "Fig. 1 rule"
 # Settings a baseline method brings with it: its training recipe. Each method resolves its own lr,
 # options, head and every protocol setting (the study trains frozen heads 50-240 epochs and
@@ -325,12 +324,16 @@ def titled(what: str, metric: str | None, ci: str) -> str:
 # --- reports ---------------------------------------------------------------------------------
 
 def leaderboard(records: list[dict], metric: str | None = None, reference: bool = False, ci: str = "t",
-                by: Sequence[str] = ()) -> Report:
+                by: Sequence[str] = (), logs: Mapping[tuple[str, str, str, str], tuple] | None = None) -> Report:
     """Rows conditions, columns tasks, cells the test metric's mean ± 95% CI over seeds.
 
     With ``reference`` (primary metric only), each task gets the study's published value beside
     it for the conditions comparable with the study (pretrained runs of the study protocol);
-    those whose CI does not overlap the study's are flagged.
+    those whose CI does not overlap the study's are flagged. Like with like: that test uses the
+    study's rule (1.96·SD/√n) whatever ``ci`` is, and a cell of another seed count says so. With
+    ``logs`` (:func:`plm_bench.results.study_logs.load`), conditions of the study protocol on all
+    the data, random init included, also get the study's logged runs of the same condition under
+    the selection rule the run used (:func:`study_logs.describe`).
     """
     if reference and metric:
         raise BenchError("the study's reference values are for each task's primary metric; drop --metric")
@@ -355,22 +358,56 @@ def leaderboard(records: list[dict], metric: str | None = None, reference: bool 
             if reference:
                 study = study_reference().get((json.loads(c["backbone"]), task, json.loads(c["method"])))
                 if study and comparable:
-                    if not overlaps(cell, *study):
+                    if not overlaps(aggregate(list(seeds.values()), "normal"), study.mean, study.ci):
                         cell = replace(cell, flags=(*cell.flags, "outside study CI"))
-                    marked = " (best test epoch)" if json.loads(c["backbone"]) in TEST_SELECTED else ""
-                    row[f"{task} (study)"] = f"{study[0]:.3f} ± {study[1]:.3f}{marked}"
+                    if cell.n != study.n:
+                        cell = replace(cell, flags=(*cell.flags, f"study n={study.n}"))
+                    row[f"{task} (study)"] = str(study)
                 else:
                     row[f"{task} (study)"] = None
+                if logs is not None:
+                    row[f"{task} (study logs)"] = logged(logs, c, task) if comparable_to_logs(c) else None
             row[task] = cell
     if reference:
-        report.columns = [c for t in tasks for c in (t, f"{t} (study)")]
-        report.caption.append("study: Schmirler et al. 2024, Tables S3–S6, mean ± 1.96·SD/√n; compared only with "
-                              f"pretrained runs of --protocol {STUDY_PROTOCOL} on all the data; flagged where the CIs "
-                              "do not overlap; its ESM2-3B values are the best test epoch (selected on test)")
+        extra = ("study", "study logs") if logs is not None else ("study",)
+        report.columns = [c for t in tasks for c in (t, *(f"{t} ({e})" for e in extra))]
+        report.caption.append("study: Schmirler et al. 2024, Tables S3–S6, mean ± 1.96·SD/√n over the seeds shown; "
+                              f"compared only with pretrained runs of --protocol {STUDY_PROTOCOL} on all the data; "
+                              "flagged where the CIs (ours by the same 1.96·SD/√n rule) do not overlap; values marked "
+                              "'best test epoch' were selected on the test set (ESM2-3B; Ankh LoRA subcellular "
+                              "location), so no honest run reaches them")
+        if logs is not None:
+            report.caption.append("study logs: the study's own runs of the same condition (training_logs.zip), each "
+                                  "seed's test value at its lowest validation loss (else marked best test epoch), "
+                                  "mean ± 1.96·SD/√n; `bench reference logs` shows every rule")
         if others:
             report.caption.append(f"{others} conditions not of the study's protocol, weights or data have no "
                                   "study value")
     return report
+
+
+def comparable_to_logs(c: Condition) -> bool:
+    """Whether the study's logs hold runs like this condition's: as :func:`study_comparable` on
+    every training and test protein (no smoke limits), random initialization included (the logs
+    have it; the published tables do not)."""
+    whole = all(json.loads(c.get(name, "null")) is None for name in ("limit_train", "limit_eval"))
+    return whole and study_comparable({**c, "init": json.dumps("pretrained")})
+
+
+def logged(logs: Mapping[tuple[str, str, str, str], tuple], c: Condition, task: str) -> str | None:
+    """The study logs' value for condition ``c`` on ``task``: by lowest validation loss, the rule
+    of the study protocol (the logs hold no validation metric), else marked as best test epoch;
+    a run whose schedule is not the one its study runs logged says so."""
+    from plm_bench.results.study_logs import describe
+
+    runs = logs.get((json.loads(c["backbone"]), task, json.loads(c["method"]), json.loads(c["init"])))
+    if not runs:
+        return None
+    ours = (json.loads(c["epochs"]), json.loads(c["val_per_epoch"]))
+    logged_schedules = sorted({(r.epochs, r.val_per_epoch) for r in runs})
+    other = "" if ours in logged_schedules else (
+        f"; logged {' or '.join(f'{e}x{v}' for e, v in logged_schedules)}, this run {ours[0]}x{ours[1]}")
+    return describe(runs) + other
 
 
 def study_comparable(c: Condition) -> bool:
@@ -468,7 +505,8 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
     own = " (its own training recipe: lr, options, head, protocol settings)" if axis == "method" else ""
     report.caption.append(f"each row minus the {axis} = {baseline} run of the same settings{own}: the paired "
                           f"difference over shared seeds (gain/loss: its CI excludes 0), and the study's {FIGURE1} "
-                          "(gain: the difference of means exceeds the sum of both CIs)")
+                          "(gain: the difference of means exceeds the sum of both 1.96·SD/√n half-widths, "
+                          "whatever --ci is)")
     for key, c in sorted(compared.items(), key=lambda kv: label(kv[1], labels)):
         candidates = closest(bases[pair_key(c)], c, conditions, ignored)
         if len(candidates) > 1:
@@ -483,7 +521,8 @@ def delta(records: list[dict], spec: str, metric: str | None = None, ci: str = "
                 continue
             cell = aggregate([seeds[s] - base[task][s] for s in shared], ci, flagged(key))
             row[task] = replace(cell, flags=(*cell.flags, *sign(cell.mean, cell.half_width)))
-            ours, theirs = aggregate(list(seeds.values()), ci), aggregate(list(base[task].values()), ci)
+            # the study's Figure-1 rule whatever --ci is: its CI column is the sum of both 1.96·SD/√n half-widths
+            ours, theirs = aggregate(list(seeds.values()), "normal"), aggregate(list(base[task].values()), "normal")
             row[f"{task} ({FIGURE1})"] = figure1(ours, theirs)
     if not any(report.rows.values()):
         raise BenchError(f"conditions pair with {axis} = {baseline}, but share no seed on any task; run the "
@@ -588,11 +627,29 @@ def front(points: dict, higher_is_better: bool = True) -> set:
                        for k, (s, c) in points.items() if k != key)}
 
 
+@dataclass(frozen=True)
+class Published:
+    """A value the study published: mean ± 1.96·SD/√n over ``seeds``, each run's test value at the
+    validation ``selected_by`` picked (valid-loss, or best-test: selected on the test set)."""
+
+    mean: float
+    ci: float
+    n: int
+    seeds: tuple[int, ...]
+    selected_by: str
+
+    def __str__(self) -> str:
+        marked = ", best test epoch" if self.selected_by == "best-test" else ""
+        return f"{self.mean:.3f} ± {self.ci:.3f} (n={self.n}{marked})"
+
+
 @cache
-def study_reference() -> dict[tuple[str, str, str], tuple[float, float]]:
-    """(backbone, task, method) -> (mean, 95% half-width) published by the study."""
+def study_reference() -> dict[tuple[str, str, str], Published]:
+    """(backbone, task, method) -> the value published by the study, with the seeds behind it."""
     path = Path(str(files("plm_bench.results").joinpath("study_reference.toml")))
-    return {(r["backbone"], r["task"], r["method"]): (r["mean"], r["ci"]) for r in load_toml(path)["result"]}
+    return {(r["backbone"], r["task"], r["method"]): Published(r["mean"], r["ci"], r["n"], tuple(r["seeds"]),
+                                                               r["selected_by"])
+            for r in load_toml(path)["result"]}
 
 
 # --- output ----------------------------------------------------------------------------------

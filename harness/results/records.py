@@ -8,7 +8,7 @@ through here, so the shape of a record has one owner. Torch-free.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from datetime import datetime, timezone
 from functools import cache
 from importlib.resources import files
@@ -100,9 +100,12 @@ def now() -> str:
 
 
 def config_of(record: dict) -> RunConfig:
-    """The RunConfig a record was run with (fields newer than the record take their defaults)."""
+    """The RunConfig a record was run with: fields newer than the record take the value that
+    means "as before they existed" where they declare one (the run ran so), else their default."""
+    older = {f.name: f.metadata["as_before"] for f in fields(RunConfig)
+             if f.name not in record["config"] and f.metadata["as_before"] is not MISSING}
     known = {f.name for f in fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in record["config"].items() if k in known})
+    return RunConfig(**{**older, **{k: v for k, v in record["config"].items() if k in known}})
 
 
 def test_score(record: dict, metric: str | None = None) -> float | None:

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,11 +249,25 @@ def significance(records: list[dict], metric: str | None, ci: str) -> tuple[Sect
     tasks = sorted({c for row in report.rows.values() for c in row if isinstance(row[c], lb.Cell)})
     section.text.append("Each cell: the fine-tuned condition minus the frozen run of the same backbone and "
                         "settings, paired over the seeds both have. * the paired 95% CI excludes 0; † the "
-                        "study's Figure-1 rule (difference of means beyond the sum of both CIs) calls a gain "
+                        "study's Figure-1 rule (difference of means beyond the sum of both 1.96·SD/√n "
+                        "half-widths, whatever --ci is) calls a gain "
                         "or loss. Both rules are shown because they disagree on small seed counts.")
     section.charts.append(delta_heatmap(report, tasks))
     section.tables.append(report)
     return section, report
+
+
+def study_section(records: list[dict], ci: str, logs: Mapping | None) -> Section | None:
+    """The study's published values and logged runs beside the runs of its protocol (None when
+    no run used it)."""
+    if not any(lb.study_comparable(lb.condition(r)) or lb.comparable_to_logs(lb.condition(r)) for r in records):
+        return None
+    section = Section("Beside the study (Schmirler et al. 2024)")
+    section.text.append("Runs of the study protocol next to the study's published values (Tables S3-S6) and, "
+                        "where `bench data fetch study-logs` put them in the data folder, its own logged runs of "
+                        "the same condition (`bench reference logs` shows each selection rule).")
+    section.tables.append(lb.leaderboard(records, reference=True, ci=ci, by=("backbone", "method"), logs=logs))
+    return section
 
 
 def cost_section(by_task: dict[str, list[Group]], records: list[dict], metric: str | None, ci: str) -> Section:
@@ -513,7 +527,8 @@ def ratio(a: Group, b: Group) -> str:
 # --- the page --------------------------------------------------------------------------------
 
 def build(records: list[dict], metric: str | None = None, ci: str = "t", found: list[Leakage] | None = None,
-          notes: Sequence[str] = (), profiles: Sequence[dict] = (), store: str = "FILE") -> list[Section]:
+          notes: Sequence[str] = (), profiles: Sequence[dict] = (), store: str = "FILE",
+          logs: Mapping | None = None) -> list[Section]:
     """The report's sections from finished records and stored profiles (already filtered);
     ``store`` names the store in the hint of how to add a profile. Profiles without runs make a
     report of their memory envelope alone."""
@@ -535,7 +550,8 @@ def build(records: list[dict], metric: str | None = None, ci: str = "t", found: 
     advice.text.append("Heatmap, costs and recommendations compare each task's runs at its largest training "
                        "fraction; CIs are 95% over seeds.")
     advice.text += list(notes)
-    sections = [advice, overview, cost_section(by_task, main, metric, ci), envelope,
+    study = study_section(main, ci, logs) if metric is None else None
+    sections = [advice, overview, study, cost_section(by_task, main, metric, ci), envelope,
                 curves_section(records, metric, ci), sensitivity_section(main, metric, ci), leakage_section(found)]
     return [s for s in sections if s is not None]
 

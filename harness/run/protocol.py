@@ -300,6 +300,9 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
     sequences, not on the seed, head or learning rate, so those reuse it. With ``--embeddings``
     they come from that file."""
     if config.embeddings:
+        if config.pooling == "tokens":
+            raise BenchError("--embeddings reads per-residue embeddings; --pooling tokens needs the backbone's "
+                             "token-level states: drop one or the other")
         if backbone.output_layers:
             raise BenchError("--embeddings reads the file's embeddings as they are; the frozen method's layer "
                              "options choose what the backbone computes: drop one or the other")
@@ -307,11 +310,17 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
         device = context.torch_device
         return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
                 for name, examples in splits.items()}
-    settings = {"dtype": config.dtype, "long_policy": config.long_policy}
+    # "whole" embeds what "error" embeds, and more: entries of sequences within the limit are the same
+    policy = config.long_policy or "error"  # unset (a config no protocol resolved): as load_backbone reads it
+    settings = {"dtype": config.dtype, "long_policy": "error" if policy == "whole" else policy}
     if backbone.output_layers:  # the final output keeps its key, so its entries of earlier releases stay valid
         settings["layers"] = list(backbone.output_layers)
-    cache = EmbeddingCache(backbone, backbone.hidden_size, settings)
-    embed = partial(embed_all, backbone, context=context)
+    tokens = config.pooling == "tokens"
+    if tokens:  # token rows, special tokens included: entries of their own; residue entries keep their key
+        settings["pooling"] = "tokens"
+    extra = backbone.special_tokens if tokens else 0
+    cache = EmbeddingCache(backbone, backbone.hidden_size, settings, extra_rows=extra)
+    embed = partial(embed_all, backbone, context=context, tokens=tokens)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 
 
@@ -358,8 +367,10 @@ def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[E
 
 @torch.no_grad()
 def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
-              batch_size: int = 8) -> list[torch.Tensor]:
-    """Per-residue embeddings of each example, computed once, kept on the run's device.
+              batch_size: int = 8, tokens: bool = False) -> list[torch.Tensor]:
+    """Per-residue embeddings of each example, computed once, kept on the run's device; with
+    ``tokens``, one row per token the backbone saw, special tokens included and padding left out
+    (what the study's embedding notebook averaged, one sequence at a time).
 
     Batches group sequences of similar length under a residue budget (at most ``batch_size``
     sequences each), so padding stays small and a batch of long proteins does not blow memory.
@@ -370,9 +381,14 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
     context.progress.embedding(len(examples))
     job = context.progress.add_task("embedding", total=len(examples))
     for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
-        residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx])
+        residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx], tokens=tokens)
+        if tokens and residues.tokens is None:
+            raise BenchError(f"--pooling tokens: backbone {backbone.name} gives no token-level states for "
+                             f"{examples[idx[0]].id} (only transformer backbones do, and not for sequences cut into "
+                             "windows by --long-policy chunk); use --pooling residues")
         for row, i in enumerate(idx):
-            out[i] = residues.hidden[row, : len(examples[i].sequence)].float()
+            out[i] = (residues.tokens[row, residues.token_mask[row]] if tokens
+                      else residues.hidden[row, : len(examples[i].sequence)]).float()
         context.progress.advance(job, len(idx))
     context.progress.remove_task(job)
     return out  # type: ignore[return-value]
