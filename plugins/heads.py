@@ -74,7 +74,7 @@ def register_heads(register) -> None:
                       "Light attention (Stärk et al. 2021): attention- and max-pooled convolutions, 32-unit MLP."))
     register(HeadSpec("cnn-residue", ("residue",), build_cnn,
                       "Two 1D convolutions (kernel 7, 32 channels) over the residues."))
-    register(HeadSpec("esm-cls", ("protein",), build_esm_cls, tokens=True,
+    register(HeadSpec("esm-cls", ("protein",), build_esm_cls, tokens=True, revision=2,  # 2: the notebooks' init
                       description="The study's ESM2 head (notebooks/finetune/Finetuning_per_protein.ipynb): "
                                   "transformers' EsmClassificationHead on the <cls> token."))
     register(HeadSpec("t5-mean", ("protein",), build_t5_mean, tokens=True,

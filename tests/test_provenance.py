@@ -37,7 +37,7 @@ def test_a_record_names_plm_bench_its_commit_schema_and_every_serving_plugin(sto
     assert record["provenance"]["schema_version"] == 2
     served = record["provenance"]["plugins"]
     assert served["backbone"] == {"name": "physchem", "distribution": "plm-bench-example",
-                                  "version": provenance.package_version("plm-bench-example")}
+                                  "version": provenance.package_version("plm-bench-example"), "revision": 1}
     assert served["task"]["distribution"] == "plm-bench-example"
     assert {k: served[k]["distribution"] for k in ("head", "method", "protocol", "launcher")} == dict.fromkeys(
         ("head", "method", "protocol", "launcher"), "plm-bench")
@@ -113,3 +113,16 @@ def test_the_leaderboard_never_pools_runs_of_different_plugin_versions_unasked(s
     by_version = invoke("leaderboard", "--store", str(store_path), "--where",
                         f"plm_bench_version={provenance.package_version()}", "--by", "code")
     assert by_version.exit_code == 0 and "code" in by_version.output
+
+
+def test_a_revised_built_in_item_changes_only_the_runs_it_served():
+    """esm-cls got the notebooks' initialization (revision 2): its stored runs are not done, others are."""
+    legacy = {"config": {"backbone": "esm2-8m", "task": "gb1", "head": "esm-cls", "method": "lora",
+                         "protocol": "study"}}
+    current = provenance.of(legacy["config"], 2)
+    assert current["plugins"]["head"]["revision"] == 2
+    assert provenance.changes(legacy, current) == ["head esm-cls: revision 1 -> 2"]
+    assert provenance.changes({"config": {**legacy["config"], "head": "mlp-protein"}},
+                              provenance.of({**legacy["config"], "head": "mlp-protein"}, 2)) == []
+    assert provenance.code({"provenance": current}) == "plm-bench r1 + head esm-cls rev 2"
+    assert provenance.code(legacy) == "plm-bench r1"

@@ -60,6 +60,9 @@ class HeadSpec:
     description: str = ""
     default_for: tuple[str, ...] = ()  # levels whose tasks get this head with --head auto
     tokens: bool = False
+    # Raised when a change to the head's code changes what a run computes with the same settings:
+    # the runs it served before stop counting as done (plm_bench.results.provenance.changes).
+    revision: int = 1
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ change of *result* is narrower than a change of version:
   commit are recorded as well, for the record, not compared.
 - a third-party plugin: its distribution's version (its code is not ours to judge): any bump of
   the package that served a run's backbone, task, head, method or protocol makes it not done.
+- one item (a head, say) whose code changed a result: its spec's ``revision``, so only the runs it
+  served stop counting as done, not every run of the release.
 
 Torch-free; the commit is read once per process (the code a process runs is the code it loaded).
 """
@@ -57,13 +59,14 @@ def serving(names: dict[str, str]) -> dict[str, dict]:
     item and its version; a name no plugin serves (now) is left out."""
     from plm_bench import plugins
 
-    providers = plugins.catalog().providers
+    catalog = plugins.catalog()
     out = {}
     for kind, name in names.items():
-        label = providers.get((kind, name))
+        label = catalog.providers.get((kind, name))
         if label:
             distribution = label.split(":")[0]
-            out[kind] = {"name": name, "distribution": distribution, "version": package_version(distribution)}
+            out[kind] = {"name": name, "distribution": distribution, "version": package_version(distribution),
+                         "revision": getattr(catalog.items[kind][name], "revision", 1)}
     return out
 
 
@@ -77,34 +80,40 @@ def of(config: dict, schema_version: int) -> dict:
 
 
 def code(record: dict) -> str:
-    """The code a record's result depends on, in one comparable line: plm-bench's result version
-    and each third-party plugin's ``distribution==version`` (records from before provenance:
-    result version 1, third-party plugins unknown)."""
+    """The code a record's result depends on, in one comparable line: plm-bench's result version,
+    each third-party plugin's ``distribution==version`` and each item past its first revision
+    (records from before provenance: result version 1, revisions 1, third-party plugins unknown)."""
     provenance = record.get("provenance") or {}
     result = provenance.get("plm_bench", {}).get("result_version", 1)
-    third = sorted({f"{p['distribution']}=={p['version']}" for kind, p in provenance.get("plugins", {}).items()
-                    if kind in DECIDING and p["distribution"] != DISTRIBUTION})
-    return " + ".join([f"plm-bench r{result}", *third])
+    plugins = {kind: p for kind, p in provenance.get("plugins", {}).items() if kind in DECIDING}
+    third = sorted({f"{p['distribution']}=={p['version']}" for p in plugins.values()
+                    if p["distribution"] != DISTRIBUTION})
+    revised = sorted(f"{kind} {p['name']} rev {p['revision']}" for kind, p in plugins.items()
+                     if p.get("revision", 1) > 1)
+    return " + ".join([f"plm-bench r{result}", *third, *revised])
 
 
 def changes(stored: dict, current: dict) -> list[str]:
     """What changed between the code of a ``stored`` record and the ``current`` provenance of the
     same config, for people; empty when nothing that decides the result did (or the record is
     from before provenance, which has nothing to compare)."""
-    before = stored.get("provenance")
-    if not before:
-        return []
+    before = stored.get("provenance") or {"plm_bench": {"result_version": 1}, "plugins": {}}  # 0.1.0: r1, rev. 1
     out = []
     old, new = before["plm_bench"].get("result_version"), current["plm_bench"]["result_version"]
     if old != new:
         out.append(f"plm-bench result version {old} -> {new} (see CHANGELOG.md)")
     for kind in DECIDING:
         was, now = before["plugins"].get(kind), current["plugins"].get(kind)
-        if was is None or was["distribution"] == DISTRIBUTION and (now or {}).get("distribution") == DISTRIBUTION:
-            continue  # plm-bench's own plugins change with its result version
+        if was is None and (now is None or now["distribution"] != DISTRIBUTION):
+            continue  # a record of 0.1.0 names no plugin: only plm-bench's own are known (at revision 1)
+        was = was or {**now, "revision": 1}
         if now is None:
             out.append(f"{kind} {was['name']}: {was['distribution']} {was['version']} no longer serves it")
-        elif (was["distribution"], was["version"]) != (now["distribution"], now["version"]):
+            continue
+        if was["distribution"] != now["distribution"] or (was["version"] != now["version"]
+                                                          and now["distribution"] != DISTRIBUTION):
             out.append(f"{kind} {was['name']}: {was['distribution']} {was['version']} -> "
-                       f"{now['distribution']} {now['version']}")
+                       f"{now['distribution']} {now['version']}")  # plm-bench's own: its result version decides
+        elif was.get("revision", 1) != now["revision"]:
+            out.append(f"{kind} {was['name']}: revision {was.get('revision', 1)} -> {now['revision']}")
     return out
