@@ -20,7 +20,10 @@ def singular(ctx: click.Context, param: click.Parameter, kind: str | None) -> st
     name = kind.lower()
     name = name if name in kinds else name.removesuffix("s")
     if name not in kinds:
-        raise click.BadParameter(f"{kind!r}: use one of {', '.join(kinds)} (or their plurals)")
+        from plm_bench.plugins.specs import did_you_mean
+
+        raise click.BadParameter(f"{kind!r}: use one of {', '.join(kinds)} (or their plurals)"
+                                 f"{did_you_mean(name, kinds)}")
     return name
 
 
