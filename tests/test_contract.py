@@ -111,6 +111,10 @@ def test_options_are_declared_checked_and_bare_defaults_still_work():
                            ({"rnak": 2}, r"has no option 'rnak' .*did you mean 'rank'\?")]:
         with pytest.raises(BenchError, match=message):
             spec.resolve_options(given)
+    unset = MethodSpec("u", default_lr=1e-3, options={"size": Option(None, "Unset: the method picks.", type=int)})
+    assert unset.resolve_options({}) == {"size": None} and unset.resolve_options({"size": 3}) == {"size": 3}
+    with pytest.raises(BenchError, match="option size='3': expected int"):
+        unset.resolve_options({"size": "3"})
     grown = MethodSpec("m", default_lr=1e-3, options={"new": Option("x", as_before="x")},
                        options_as_before={"old": 1})
     assert grown.as_before == {"old": 1, "new": "x"}

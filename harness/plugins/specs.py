@@ -70,7 +70,8 @@ class Option:
     run starts.
 
     ``type`` defaults to the default's (a tuple default means a list of names, given as
-    ``a,b``); ``choices`` lists the accepted values; ``min``/``max`` bound a number (inclusive).
+    ``a,b``; give ``type`` with a ``None`` default, which means unset); ``choices`` lists the
+    accepted values; ``min``/``max`` bound a number (inclusive).
     ``as_before``: an option added after runs were stored declares the value that means "as the
     method ran before it existed"; runs at it keep their identity (RunConfig.hash).
     """
@@ -91,6 +92,8 @@ class Option:
         """``value`` as this option's type, within its choices and bounds, or one error naming
         ``where`` (e.g. ``method lora option rank``) and what it accepts."""
         kind = self.kind
+        if value is None and self.default is None:  # a None default means "unset": the method decides
+            return None
         if kind is tuple:
             names = value.split(",") if isinstance(value, str) else value
             if isinstance(names, (list, tuple)) and all(isinstance(n, str) and n for n in names):
