@@ -186,9 +186,17 @@ def test_lookups_say_did_you_mean_and_name_broken_plugins(tmp_path):
             register(MethodSpec("half-method", default_lr=1e-3))
             raise RuntimeError("boom half-way")
     """)
+    fake_distribution(tmp_path, "nameless-plugin", "nameless_plugin", """
+        from plm_bench import hookimpl
+
+        @hookimpl
+        def register_heads(register):
+            register(42)
+    """)
     listing = bench("list", "--check", path=tmp_path, COLUMNS="200")
     assert listing.returncode == 1
     assert "half-plugin:half_plugin" in listing.stderr and "boom half-way" in listing.stderr
+    assert "register() got 42, which has no name" in listing.stderr
     assert "half-head" not in listing.stdout and "half-method" not in listing.stdout  # it registered nothing
     assert bench("list", "--check", COLUMNS="200").returncode == 0  # without it: nothing broken
     run = bench("run", "--backbone", "onehot", "--task", "gb1", "--method", "half-method", path=tmp_path,

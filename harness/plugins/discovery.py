@@ -86,6 +86,8 @@ def catalog() -> Catalog:
 
 
 def _collect(collected: list[tuple[str, Any]], kind: str, item: Any) -> None:
+    if not isinstance(getattr(item, "name", None), str):  # raised inside the hook: that plugin is broken
+        raise TypeError(f"register() got {item!r}, which has no name: register a {kind} spec")
     collected.append((kind, item))
 
 
@@ -108,9 +110,8 @@ def _add_task_files(result: Catalog, clashes: list[str]) -> None:
 def _add(result: Catalog, clashes: list[str], kind: str, label: str, item: Any) -> None:
     name = item.name
     if name in result.items[kind]:
-        if result.providers[(kind, name)] != label:
-            clashes.append(f"{kind} {name!r} is registered by two plugins: {result.providers[(kind, name)]} and "
-                           f"{label}; uninstall one of them or rename its item")
+        clashes.append(f"{kind} {name!r} is registered by two plugins: {result.providers[(kind, name)]} and "
+                       f"{label}; uninstall one of them or rename its item")
         return
     result.items[kind][name] = item
     result.providers[(kind, name)] = label

@@ -47,4 +47,4 @@ def custom_task(path: Path) -> Task:
 
 def task_files() -> list[Path]:
     """The user's task files this process and its workers use (``$PLM_BENCH_TASK_FILES``)."""
-    return [Path(f) for f in os.environ.get(TASK_FILES, "").split(os.pathsep) if f]
+    return [Path(f) for f in dict.fromkeys(os.environ.get(TASK_FILES, "").split(os.pathsep)) if f]
