@@ -271,6 +271,9 @@ def test_the_example_package_builds_lists_and_runs_through_the_contract(tmp_path
     refused = bench("run", "--backbone", "physchem", "--task", "example-charge", "--method", "bitfit",
                     "--method-option", "top=-1", COLUMNS="250")
     assert refused.returncode == 2 and "option top=-1: expected int >= 0" in refused.stderr
+    fetch = bench("data", "fetch", "example-charge", "--data-dir", str(tmp_path), COLUMNS="250")
+    assert fetch.returncode == 2 and "beside its definition" in fetch.stderr  # nothing to fetch
+    assert "example-charge" not in bench("data", "list", "--data-dir", str(tmp_path), COLUMNS="250").stdout
     store = tmp_path / "s.sqlite"
     result = bench("run", "--backbone", "physchem", "--task", "example-charge", "--method", "bitfit",
                    "--method-option", "top=1", "--head", "max-pool", "--protocol", "example-quick",
@@ -284,3 +287,31 @@ def test_the_example_package_builds_lists_and_runs_through_the_contract(tmp_path
     assert {r["config"]["batch_size"] for r in records} == {8}
     # top=1: the last bias vector only (physchem's mix, 3 values) and the head (3 weights + 1 bias)
     assert {r["parameters"]["trainable"] for r in records} == {3 + 4}
+
+
+def test_a_shipped_toml_task_reads_its_files_beside_it_and_checks_them(tmp_path, monkeypatch):
+    import hashlib
+
+    from plm_bench import load_task
+    from plm_bench.tasks.sources import ALLOW_UNVERIFIED
+
+    monkeypatch.delenv(ALLOW_UNVERIFIED, raising=False)
+    data = charge_rows().encode()
+    (tmp_path / "data.csv").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    path = write(tmp_path / "charge.toml", CHARGE_TOML + f'    sha256 = "{digest}"\n')
+    task = load_task(path, data="beside")
+    assert task.name == "mini-charge" and task.root == tmp_path  # its declared name: no digest
+    splits = task.load(tmp_path / "elsewhere")  # the data folder plays no part
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [40, 10, 10]
+    assert splits["train"][0].label == float(charge_rows().splitlines()[1].split(",")[1])
+    (tmp_path / "data.csv").write_bytes(data.replace(b"train", b"valid", 1))
+    with pytest.raises(BenchError, match="data.csv is corrupt .its checksum differs"):
+        load_task(path, data="beside").load(tmp_path)
+    unverified = write(tmp_path / "loose.toml", CHARGE_TOML)
+    with pytest.raises(BenchError, match="allow-unverified"):
+        load_task(unverified, data="beside").load(tmp_path)
+    in_data_dir = load_task(path)
+    assert in_data_dir.root is None
+    with pytest.raises(BenchError, match="data=.*use one of data-dir, beside"):
+        load_task(path, data="package")

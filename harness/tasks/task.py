@@ -281,6 +281,7 @@ class Task:
     secondary_metrics: tuple[str, ...] = ()
     folder: str = ""  # the data folder, when it differs from ``name`` (GFP's is `fluorescence`)
     forms: tuple[Form, ...] = ()
+    root: Path | None = None  # where its files are when not in the data folder (beside its TOML): nothing to fetch
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -451,7 +452,7 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
     return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
                 classes=labels.classes, description=definition.get("description", ""),
                 secondary_metrics=tuple(definition.get("secondary_metrics", ())),
-                folder=folder, forms=forms, load=load)
+                folder=folder, forms=forms, load=load, root=base)
 
 
 def file_facts(root: Path) -> tuple:
