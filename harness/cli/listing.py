@@ -44,7 +44,8 @@ def list_(kind: str | None, check: bool) -> None:
         if kind and k != kind:
             continue
         for name, item in sorted(items.items()):
-            row = [literal(name), k, literal(cat.providers[(k, name)].split(":")[0]), literal(item.description)]
+            description = item.description + (f" (extends {item.extends})" if getattr(item, "extends", "") else "")
+            row = [literal(name), k, literal(cat.providers[(k, name)].split(":")[0]), literal(description)]
             if kind == "method":
                 row.append(literal("\n".join(f"{key}={option.default!r} ({option.accepts()}) {option.help}".rstrip()
                                               for key, option in sorted(item.options.items()))))
