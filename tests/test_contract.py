@@ -315,3 +315,10 @@ def test_a_shipped_toml_task_reads_its_files_beside_it_and_checks_them(tmp_path,
     assert in_data_dir.root is None
     with pytest.raises(BenchError, match="data=.*use one of data-dir, beside"):
         load_task(path, data="package")
+
+
+def test_leaderboard_names_say_did_you_mean():
+    from plm_bench.results.leaderboard import check_name
+
+    with pytest.raises(BenchError, match=r"--where rnak: unknown setting; did you mean 'rank'\?"):
+        check_name("--where", "rnak", ["backbone", "task"], ["rank", "alpha"])
