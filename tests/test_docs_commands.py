@@ -1,4 +1,5 @@
-"""Docs that run: every command block of README.md and docs/plugins.md is executed as written.
+"""Docs that run: every command block of README.md, docs/plugins.md and the example plugin's README
+is executed as written.
 
 A block is a fenced ```bash (or sh/shell) block; its lines run as one bash script (`set -e`, so an
 `export` or `cd` carries to the next line) in a scratch folder that mirrors the checkout's layout
@@ -125,7 +126,7 @@ def run_file(path: Path, tmp: Path, timeout: int = 600) -> tuple[list[str], list
     return failures, skipped
 
 
-@pytest.mark.parametrize("name", ["README.md", "docs/plugins.md"])
+@pytest.mark.parametrize("name", ["README.md", "docs/plugins.md", "examples/plm-bench-example/README.md"])
 def test_every_documented_command_runs(name, tmp_path):
     failures, skipped = run_file(ROOT / name, tmp_path)
     assert not failures, "documented commands fail:\n" + "\n".join(failures)
