@@ -7,6 +7,8 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
+    if name.startswith("__"):  # the import system's probes (__path__, ...): not a moved name
+        raise AttributeError(name)
     warnings.warn(f"plm_bench_plugins.formats.{name} moved to plm_bench.tasks.formats.{name}; a plugin ships a "
                   "TOML task with `from plm_bench import load_task` (docs/plugins.md)", DeprecationWarning,
                   stacklevel=2)

@@ -322,3 +322,14 @@ def test_leaderboard_names_say_did_you_mean():
 
     with pytest.raises(BenchError, match=r"--where rnak: unknown setting; did you mean 'rank'\?"):
         check_name("--where", "rnak", ["backbone", "task"], ["rank", "alpha"])
+
+
+def test_moved_task_internals_keep_working_with_one_warning_each():
+    with pytest.warns(DeprecationWarning) as caught:
+        from plm_bench_plugins.formats import FORMATS
+        from plm_bench_plugins.tasks import task_from_file
+    assert [str(w.message).split(" moved")[0] for w in caught] == [
+        "plm_bench_plugins.formats.FORMATS", "plm_bench_plugins.tasks.task_from_file"]
+    from plm_bench.tasks import formats, loading
+
+    assert FORMATS is formats.FORMATS and task_from_file is loading.custom_task
