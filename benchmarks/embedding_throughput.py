@@ -45,7 +45,8 @@ from notebook_baseline import (
 )
 
 from plm_bench.measure.profiler import model_flops
-from plm_bench.models.backbone import TransformerBackbone, resolve_dtype
+from plm_bench.models.backbone import resolve_dtype
+from plm_bench.models.transformer import TransformerBackbone
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.tasks.sources import default_data_dir
 

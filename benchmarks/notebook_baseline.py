@@ -36,7 +36,8 @@ from transformers.utils import logging as transformers_logging
 
 from plm_bench import plugins
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import TransformerBackbone, load_backbone
+from plm_bench.models.backbone import load_backbone
+from plm_bench.models.transformer import TransformerBackbone
 from plm_bench.run.training import Model, labels_for, loss_fn
 from plm_bench.tasks.task import Example, Task
 

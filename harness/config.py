@@ -179,7 +179,7 @@ class RunConfig:
             if method.trains_backbone:
                 raise BenchError(f"--embeddings feeds frozen runs; method {method.name} trains the backbone, "
                                  "which needs its weights: drop --embeddings or use --method frozen")
-            from plm_bench.models.embedding_files import identified
+            from plm_bench.models.embedding_paths import identified
 
             filled["embeddings"] = identified(self.embeddings)
         return replace(self, method=method.name, head=head, lr=lr, backbone_path=path, **filled,
@@ -219,7 +219,7 @@ def _option_identity(method: str, options: dict) -> dict:
         spec = plugins.get("method", method)
     except BenchError:  # "auto" or a method no plugin serves any more: the options as stored
         return options
-    before = spec.options_as_before
+    before = spec.as_before
     return {k: v for k, v in options.items() if not (k in before and before[k] == v)}
 
 

@@ -12,10 +12,7 @@ from functools import partial
 from importlib import import_module
 from typing import Any
 
-from plm_bench import hookimpl
-from plm_bench.errors import BenchError
-from plm_bench.files import registry
-from plm_bench.plugins.specs import BackboneSpec
+from plm_bench import BackboneSpec, BenchError, hookimpl, load_toml, shipped_file
 
 FAMILIES = {  # family -> module with ``load(spec, entry, source, device, *, dtype, init)``
     "onehot": "plm_bench_plugins.onehot",
@@ -58,6 +55,6 @@ def spec_from_entry(name: str, entry: Mapping[str, Any]) -> BackboneSpec:
 
 @hookimpl
 def register_backbones(register) -> None:
-    for name, entry in registry()["backbones"].items():
+    for name, entry in load_toml(shipped_file("plm_bench_registry", "registry.toml"))["backbones"].items():
         if entry.get("family") in FAMILIES:
             register(spec_from_entry(name, entry))

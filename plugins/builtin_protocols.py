@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-from plm_bench import hookimpl
-from plm_bench.files import shipped_file
-from plm_bench.plugins.protocols import load_protocol
+from plm_bench import hookimpl, load_protocol, shipped_file
 
 BUILT_IN = ("harness", "study")
 

@@ -6,8 +6,7 @@ inputs (frozen embeddings) when the run asks for it.
 
 from __future__ import annotations
 
-from plm_bench import hookimpl
-from plm_bench.plugins.specs import HeadSpec
+from plm_bench import HeadSpec, hookimpl
 
 
 def build_mlp(hidden_size: int, out_dim: int, level: str, dropout: float = 0.25, standardize: bool = False):

@@ -22,15 +22,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plm_bench import hookimpl
-from plm_bench.files import atomic_file
-from plm_bench.plugins.specs import LauncherSpec
-from plm_bench.results import records
+from plm_bench import LauncherSpec, atomic_file, failed_record, hookimpl
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
 if TYPE_CHECKING:
-    from plm_bench.config import RunConfig
+    from plm_bench import RunConfig
 
 
 def visible_gpus() -> list[str]:
@@ -92,7 +89,7 @@ def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, s
             if code != 0:
                 stderr.seek(0)
                 lines = [line for line in stderr.read().splitlines() if line.strip()] or ["no output"]
-                return records.failed(config, f"worker process exited with status {code}: {lines[-1]}", {})
+                return failed_record(config, f"worker process exited with status {code}: {lines[-1]}")
         return json.loads(job.with_suffix(".out").read_text())
     finally:
         slots.put(gpu)

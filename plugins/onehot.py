@@ -7,9 +7,7 @@ from typing import Any
 
 import torch
 
-from plm_bench.alphabet import AMINO_ACIDS
-from plm_bench.models.backbone import Backbone, Residues, residue_mask, resolve_dtype
-from plm_bench.plugins.specs import BackboneSpec
+from plm_bench import AMINO_ACIDS, Backbone, BackboneSpec, Residues, residue_mask, resolve_dtype
 
 
 class OneHot(Backbone):

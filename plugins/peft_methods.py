@@ -19,8 +19,7 @@ from peft.utils.constants import (
 )
 from torch import nn
 
-from plm_bench.errors import BenchError
-from plm_bench.models.backbone import Backbone
+from plm_bench import Backbone, BenchError
 
 # peft knows no ESM layout for IA3; ESM's layers are BERT's (query/key/value, intermediate/output
 # dense), so ESM gets peft's BERT choice.

@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from plm_bench.errors import BenchError
-from plm_bench.plugins import optional_module
-from plm_bench.results import records
+from plm_bench import BenchError, failed_record, optional_module
 
 if TYPE_CHECKING:
-    from plm_bench.config import RunConfig
+    from plm_bench import RunConfig
 
 
 def run_one(execute: Callable[[RunConfig], dict], config: RunConfig) -> dict:
@@ -56,7 +54,7 @@ def launch_on_ray(configs: Sequence[RunConfig], execute: Callable[[RunConfig], d
                 record = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps the worker's exception
-                record = records.failed(config, f"{type(cause).__name__} on a Ray worker: {cause}", {})
+                record = failed_record(config, f"{type(cause).__name__} on a Ray worker: {cause}")
             yield record
     finally:
         for ref in pending:

@@ -19,12 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plm_bench.errors import BenchError
-from plm_bench.plugins import optional_module
-from plm_bench.results import records
+from plm_bench import BenchError, failed_record, optional_module
 
 if TYPE_CHECKING:
-    from plm_bench.config import RunConfig
+    from plm_bench import RunConfig
 
 
 class Requeueable:
@@ -82,7 +80,7 @@ def launch_on_slurm(configs: Sequence[RunConfig], execute: Callable[[RunConfig],
             try:
                 record = job.result()
             except submitit.core.utils.UncompletedJobError as exc:  # out of requeues, a killed node
-                record = records.failed(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}", {})
+                record = failed_record(config_of[job.job_id], f"{cluster} job {job.job_id}: {exc}")
             yield record
     finally:
         for job in jobs:

@@ -1,35 +1,30 @@
-"""Registers the declarative tasks: those registry.toml names (definitions in tasks/) and the
-user's own TOML files listed in ``$PLM_BENCH_TASK_FILES`` (see :func:`plm_bench.tasks.task.use_task_file`)."""
+"""Registers the built-in declarative tasks: those registry.toml names, defined in tasks/*.toml,
+through :func:`plm_bench.load_task` as a plugin shipping its own TOML tasks would."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
-from pathlib import Path
+import warnings
+from typing import Any
 
-from plm_bench import hookimpl
-from plm_bench.errors import BenchError
-from plm_bench.files import load_toml, registry, task_definition_path
-from plm_bench.tasks.task import TASK_FILES, Task, custom_task_definition, custom_task_name, declarative_task
-from plm_bench_plugins.formats import FORMATS
+from plm_bench import BenchError, hookimpl, load_task, load_toml, shipped_file
 
 
 @hookimpl
 def register_tasks(register) -> None:
-    for name, entry in registry()["tasks"].items():
-        path = task_definition_path(entry["definition"])
-        definition = load_toml(path)
-        if definition.get("name") != name:
-            raise BenchError(f"tasks/{entry['definition']} defines {definition.get('name')!r}, "
+    for name, entry in load_toml(shipped_file("plm_bench_registry", "registry.toml"))["tasks"].items():
+        task = load_task(shipped_file("plm_bench_tasks", entry["definition"]))
+        if task.name != name:
+            raise BenchError(f"tasks/{entry['definition']} defines {task.name!r}, "
                              f"but registry.toml lists it as {name!r}")
-        register(declarative_task(definition, FORMATS, where=f"tasks/{entry['definition']}"))
-    for path in filter(None, os.environ.get(TASK_FILES, "").split(os.pathsep)):
-        register(task_from_file(Path(path)))
+        register(task)
 
 
-def task_from_file(path: Path) -> Task:
-    """A custom task from the user's TOML file; its data files are relative to the file, its name
-    carries their digest (see :func:`plm_bench.tasks.task.custom_task_name`)."""
-    path, definition = custom_task_definition(path)
-    task = declarative_task(definition, FORMATS, where=str(path), base=path.parent)  # checks the definition
-    return replace(task, name=custom_task_name(path, definition))
+def __getattr__(name: str) -> Any:
+    """``task_from_file`` moved into the core in 0.2 (the core registers the user's task files)."""
+    if name == "task_from_file":
+        from importlib import import_module
+
+        warnings.warn("plm_bench_plugins.tasks.task_from_file moved to plm_bench.tasks.loading.custom_task",
+                      DeprecationWarning, stacklevel=2)
+        return import_module("plm_bench.tasks.loading").custom_task
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ vocabulary read from the checkpoint's own tokenizer.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,16 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from plm_bench.errors import BenchError
-from plm_bench.models.backbone import (
+from plm_bench import (
+    BackboneSpec,
+    BenchError,
     ResidueVocabulary,
     TransformerBackbone,
-    architecture,
+    from_pretrained,
+    load_model,
     resolve_dtype,
     synthetic_vocab,
-    weights_source,
 )
-from plm_bench.models.hub import from_pretrained, load_model
-from plm_bench.plugins.specs import BackboneSpec
 
 
 @dataclass(frozen=True)
@@ -91,3 +90,20 @@ def packaged_checkpoint(spec: BackboneSpec, entry: Mapping[str, Any]) -> tuple[P
             return folder / entry["checkpoint"], folder / entry["vocab"]
     raise BenchError(f"backbone {spec.name}: its weights ship in the {entry['package']} package, which is not "
                      f"installed (or lacks {entry['checkpoint']}); run pip install 'plm-bench[{spec.name}]'")
+
+
+def architecture(entry: Mapping[str, Any], keys: Sequence[str], backbone: str) -> dict[str, Any]:
+    """The registry entry's architecture table, checked to hold ``keys`` (for ``--init random``)."""
+    table = entry.get("architecture", {})
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise BenchError(f"registry.toml [backbones.{backbone}] lacks architecture.{missing[0]}, needed to build "
+                         "the architecture for --init random; add it")
+    return dict(table)
+
+
+def weights_source(spec: BackboneSpec, source: str | None) -> str:
+    """Where pretrained weights come from: ``--backbone-path`` or the registry's hub id."""
+    if source is None:
+        raise BenchError(f"backbone {spec.name} has no hub_id in registry.toml; pass --backbone-path DIR")
+    return source

@@ -15,7 +15,8 @@ from transformers import AutoModel, AutoTokenizer, T5EncoderModel
 from plm_bench import plugins
 from plm_bench.alphabet import AMINO_ACIDS
 from plm_bench.errors import BenchError
-from plm_bench.models.backbone import PACKED_ATTENTION, chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.backbone import chunk_spans, load_backbone, resolve_dtype
+from plm_bench.models.transformer import PACKED_ATTENTION
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.run.training import batches

@@ -94,7 +94,10 @@ def test_method_options_are_checked_and_coerced(tiny_esm):
     for options, message in [({"rnk": 8}, r"method lora has no option 'rnk' \(its options: alpha, bias, dropout"),
                              ({"rank": "four"}, r"option rank='four': expected int"),
                              ({"rank": 2.5}, r"option rank=2.5: expected int"),
-                             ({"targets": [1]}, r"option targets=\[1\]: expected names")]:
+                             ({"targets": [1]}, r"option targets=\[1\]: expected names"),
+                             ({"rank": 0}, r"option rank=0: expected int >= 1"),  # refused before any run
+                             ({"bias": "some"}, r"option bias='some': expected one of none, all, lora_only"),
+                             ({"rnk": 8}, r"; did you mean 'rank'\?")]:
         with pytest.raises(BenchError, match=message):
             config(CHARGE, tiny_esm, method="lora", method_options=options)
     with pytest.raises(BenchError, match=r"method frozen has no option 'rank' \(its options: last_k, layer\)"):
@@ -114,7 +117,6 @@ def test_custom_targets_and_ffn(tiny_esm, tmp_path):
 @pytest.mark.parametrize(("backbone", "method", "options", "message"), [
     ("esm2-8m", "lora", {"targets": "qkv"}, r"target 'qkv' matches no module of EsmModel; Linear layers are named "
                                             r"dense, key, query, regression, value"),
-    ("esm2-8m", "lora", {"bias": "some"}, r"option bias='some': use one of none, all, lora_only"),
     ("esm2-8m", "ia3", {"targets": "key", "feedforward": "value"}, r"feedforward modules \['value'\] must be among"),
     ("onehot", "lora", {}, r"method lora needs a transformer backbone with adapter targets; onehot has none"),
 ])

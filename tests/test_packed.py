@@ -12,7 +12,8 @@ from transformers import AutoModel
 
 from plm_bench import plugins
 from plm_bench.alphabet import AMINO_ACIDS
-from plm_bench.models.backbone import PACKED_ATTENTION, load_backbone, unpack
+from plm_bench.models.backbone import load_backbone, unpack
+from plm_bench.models.transformer import PACKED_ATTENTION
 from plm_bench.run.protocol import RunContext, embed_all
 from plm_bench.tasks.task import Example
 

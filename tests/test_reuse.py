@@ -15,10 +15,10 @@ from robustness import TASK_TOML
 from plm_bench.results import intervals
 from plm_bench.results.intervals import bootstrap_ci
 from plm_bench.tasks import sources
+from plm_bench.tasks.loading import custom_task as task_from_file
 from plm_bench.tasks.metrics import score
 from plm_bench.tasks.sources import Source, status
 from plm_bench.tasks.task import Example, Task
-from plm_bench_plugins.tasks import task_from_file
 
 CSV = "id,sequence,label,split\n" + "".join(f"p{i},{'ACDEFGHIKL'[i % 10] * 12},{i},{s}\n"
                                             for i, s in enumerate(["train"] * 6 + ["valid"] * 3 + ["test"] * 3))

@@ -12,9 +12,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from synthetic_tasks import CHARGE, RESIDUE_CLASSES, config, context, register_tasks
 
-from plm_bench import plugins
+from plm_bench import TransformerBackbone, plugins
 from plm_bench.config import RunConfig
-from plm_bench.models.backbone import TransformerBackbone
 from plm_bench.run import training
 from plm_bench.run.predict import predict_examples
 from plm_bench.run.protocol import build, execute

@@ -18,10 +18,10 @@ from plm_bench.cli import main
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml, registry, task_definition_path
 from plm_bench.results.store import Store
+from plm_bench.tasks.formats import FORMATS
+from plm_bench.tasks.loading import custom_task as task_from_file
 from plm_bench.tasks.sources import ALLOW_UNVERIFIED
 from plm_bench.tasks.task import SPLITS, TASK_FILES, declarative_task
-from plm_bench_plugins.formats import FORMATS
-from plm_bench_plugins.tasks import task_from_file
 
 RNG = np.random.default_rng(0)
 

@@ -108,7 +108,8 @@ def config_options(only: tuple[str, ...] | None = None, exclude: tuple[str, ...]
         for f in reversed(chosen):
             name = f"--{f.metadata['cli'] or f.name.replace('_', '-')}"
             if f.name == "method_options":
-                kwargs: dict = {"multiple": True, "metavar": "KEY=VALUE", "callback": options_callback}
+                kwargs: dict = {"multiple": True, "metavar": "KEY=VALUE [KEY=VALUE ...]", "callback": options_callback,
+                                "cls": PairsOption}
             elif f.name == "backbone_path":
                 kwargs = {"type": click.Path(exists=True, file_okay=False)}
             else:
@@ -120,6 +121,24 @@ def config_options(only: tuple[str, ...] | None = None, exclude: tuple[str, ...]
         return command
 
     return decorate
+
+
+class PairsOption(click.Option):
+    """A repeatable option that also takes several ``KEY=VALUE`` after one flag
+    (``--method-option rank=8 alpha=2``): the words after it that hold ``=`` and are not options."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            take = option.process
+
+            def process(value: str, state: Any, take: Callable = take) -> None:
+                take(value, state)
+                while state.rargs and "=" in state.rargs[0] and not state.rargs[0].startswith("-"):
+                    take(state.rargs.pop(0), state)
+
+            option.process = process
 
 
 def options_callback(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict:

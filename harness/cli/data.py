@@ -20,7 +20,8 @@ DATA_DIR_HELP = "Data folder laid out <task folder>/<file> (default $PLM_BENCH_D
 
 
 def declarative_tasks(names: tuple[str, ...]) -> list:
-    """The named tasks (all declarative ones if none named); code-only tasks have no files."""
+    """The named tasks (all declarative ones if none named) whose files live in the data folder;
+    code-only tasks have no files, and tasks whose files ship beside their TOML need no fetching."""
     from plm_bench import plugins
 
     if names:
@@ -28,8 +29,13 @@ def declarative_tasks(names: tuple[str, ...]) -> list:
         plain = [t.name for t in tasks if not getattr(t, "forms", ())]
         if plain:
             raise BenchError(f"task {plain[0]} is defined in code and names no source files to fetch or list")
+        beside = [t for t in tasks if getattr(t, "root", None)]
+        if beside:
+            raise BenchError(f"task {beside[0].name} reads its files from {beside[0].root}, beside its definition "
+                             "(checked when read): there is nothing to fetch or list in the data folder")
         return tasks
-    return [t for _, t in sorted(plugins.catalog().items["task"].items()) if getattr(t, "forms", ())]
+    return [t for _, t in sorted(plugins.catalog().items["task"].items())
+            if getattr(t, "forms", ()) and not getattr(t, "root", None)]
 
 
 @click.group()

@@ -19,7 +19,8 @@ STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 @click.command()
 @config_options(only=("backbone", "method", "backbone_path", "dtype", "init", "batch_size"), overrides={
     "method": {"default": "lora", "help": "Adaptation method; frozen profiles inference (its backbone only embeds)."},
-    "batch_size": {"help": "Sequences per step of the throughput measurement."}})
+    "batch_size": {"default": 8, "show_default": True,  # the study's fine-tuning batch (DESIGN.md)
+                   "help": "Sequences per step of the throughput measurement."}})
 @device_option
 @store_option("Results store the profile is added to, always: a profile not stored cannot be reported "
               "(default $PLM_BENCH_STORE or ./bench-results.sqlite; `bench report` shows its memory envelope).")

@@ -20,11 +20,12 @@ import pluggy
 
 from plm_bench.errors import BenchError
 from plm_bench.plugins import hookspecs
-from plm_bench.plugins.specs import KINDS, Catalog
+from plm_bench.plugins.specs import KINDS, Catalog, did_you_mean
 
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
 LOAD_PLUGINS = "PLM_BENCH_LOAD_PLUGINS"
 BUILT_IN = "plm-bench"
+TASK_FILES = "PLM_BENCH_TASK_FILES"  # the user's task files (os.pathsep-separated), registered as tasks
 
 
 def wanted(dist: str) -> bool:
@@ -58,22 +59,52 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
 
 @functools.cache
 def catalog() -> Catalog:
-    """Everything registered by installed plugins (cached for the process)."""
+    """Everything registered by installed plugins and the user's task files (cached for the process).
+
+    Each plugin's items are collected first and committed only if all its hooks returned, so a
+    plugin that raises half-way registers nothing and is listed broken."""
     pm, broken = plugin_manager()
     result = Catalog(broken=broken)
     clashes: list[str] = []
     plugins = dict(pm.list_name_plugin())
     for label, _plugin in plugins.items():
         others = [p for name, p in plugins.items() if name != label]
-        for kind, hook in HOOKS.items():
-            caller = pm.subset_hook_caller(hook, remove_plugins=others)
-            try:
-                caller(register=functools.partial(_add, result, clashes, kind, label))
-            except Exception as exc:  # third-party code: recorded as broken, never fatal
-                result.broken[label] = f"{type(exc).__name__} in {hook}: {exc}"
+        collected: list[tuple[str, Any]] = []
+        try:
+            for kind, hook in HOOKS.items():
+                caller = pm.subset_hook_caller(hook, remove_plugins=others)
+                caller(register=functools.partial(_collect, collected, kind))
+        except Exception as exc:  # third-party code: recorded as broken, never fatal
+            result.broken[label] = f"{type(exc).__name__} in {hook}: {exc}"
+            continue
+        for kind, item in collected:
+            _add(result, clashes, kind, label, item)
+    _add_task_files(result, clashes)
     if clashes:
         raise BenchError(clashes[0])
     return result
+
+
+def _collect(collected: list[tuple[str, Any]], kind: str, item: Any) -> None:
+    if not isinstance(getattr(item, "name", None), str):  # raised inside the hook: that plugin is broken
+        raise TypeError(f"register() got {item!r}, which has no name: register a {kind} spec")
+    collected.append((kind, item))
+
+
+def _add_task_files(result: Catalog, clashes: list[str]) -> None:
+    """The user's own task files (``bench run --task ./my_task.toml``), each on its own: a bad one
+    is listed broken under ``task file PATH`` and the others still register."""
+    if not os.environ.get(TASK_FILES):
+        return  # spares importing the task machinery when there are none
+    from plm_bench.tasks.loading import custom_task, task_files
+
+    for path in task_files():
+        try:
+            task = custom_task(path)
+        except Exception as exc:
+            result.broken[f"task file {path.resolve()}"] = f"{type(exc).__name__}: {exc}"
+            continue
+        _add(result, clashes, "task", f"task file:{path}", task)
 
 
 def _add(result: Catalog, clashes: list[str], kind: str, label: str, item: Any) -> None:
@@ -87,11 +118,18 @@ def _add(result: Catalog, clashes: list[str], kind: str, label: str, item: Any) 
 
 
 def get(kind: str, name: str) -> Any:
-    """The registered item, or a one-line error listing what exists."""
-    items = catalog().items[kind]
+    """The registered item, or a one-line error listing what exists, the closest name, and the
+    broken plugins that might have provided it."""
+    cat = catalog()
+    items = cat.items[kind]
     if name not in items:
         known = ", ".join(sorted(items)) or "none"
-        raise BenchError(f"unknown {kind} {name!r}; known: {known} (see `bench list {kind}`)")
+        hint = ""
+        if cat.broken:
+            hint = (f"; {len(cat.broken)} plugin(s) failed to load and may provide it "
+                    f"({', '.join(sorted(cat.broken))}): see `bench list --check`")
+        raise BenchError(f"unknown {kind} {name!r}{did_you_mean(name, items)}; known: {known} "
+                         f"(see `bench list {kind}`){hint}")
     return items[name]
 
 

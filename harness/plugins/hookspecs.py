@@ -28,7 +28,8 @@ def register_backbones(register: Callable[[BackboneSpec], None]) -> None:
 
 @hookspec
 def register_tasks(register: Callable[[Task], None]) -> None:
-    """Register :class:`~plm_bench.Task` objects (or anything with its interface)."""
+    """Register :class:`~plm_bench.Task` objects (or anything with its interface), e.g. from TOML
+    with :func:`plm_bench.load_task`."""
 
 
 @hookspec
@@ -49,4 +50,4 @@ def register_launchers(register: Callable[[LauncherSpec], None]) -> None:
 @hookspec
 def register_protocols(register: Callable[[ProtocolSpec], None]) -> None:
     """Register :class:`~plm_bench.ProtocolSpec` objects (e.g. from TOML with
-    :func:`plm_bench.plugins.protocols.load_protocol`)."""
+    :func:`plm_bench.load_protocol`)."""

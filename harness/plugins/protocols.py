@@ -1,6 +1,7 @@
 """Declarative protocols: a TOML file of rules, each setting defaults for the runs it matches.
 
-A protocol file has a ``name``, a ``description`` and ``[[rules]]``; a rule's ``match`` table
+A protocol file has a ``name``, a ``description``, optionally ``extends`` (a protocol whose
+settings apply first, so the file states only what it changes) and ``[[rules]]``; a rule's ``match`` table
 lists accepted values per key (task, level, family, backbone, method, init) and its ``settings``
 table holds values of RunConfig fields (plus ``seeds``, how many seeds ``bench run`` runs when
 given none). ``source`` says where a rule's values come from. Every value is checked against
@@ -15,8 +16,9 @@ import jsonschema
 
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
-from plm_bench.plugins.specs import ProtocolRule, ProtocolSpec
+from plm_bench.plugins.specs import ProtocolRule, ProtocolSpec, did_you_mean
 
+TOP_KEYS = ("name", "description", "extends", "rules")
 MATCH_KEYS = ("task", "level", "family", "backbone", "method", "init")
 SEEDS = {"type": "integer", "minimum": 1}
 NOT_SET_BY_PROTOCOLS = ("backbone", "task", "method", "seed", "protocol", "backbone_path", "limit_train",
@@ -58,4 +60,33 @@ def load_protocol(path: Path) -> ProtocolSpec:
                 raise BenchError(f"{where}: {key} = {value!r}: {exc.message}; fix the file") from None
         rules.append(ProtocolRule({k: tuple(v) for k, v in match.items()}, dict(rule.get("settings", {})),
                                   rule.get("source", "")))
-    return ProtocolSpec(definition["name"], tuple(rules), definition.get("description", ""), str(path))
+    extends = definition.get("extends", "")
+    if not isinstance(extends, str):
+        raise BenchError(f"{path}: extends = {extends!r}: name one protocol, e.g. extends = \"harness\"")
+    unknown = sorted(set(definition) - {"name", "description", "extends", "rules"})
+    if unknown:
+        raise BenchError(f"{path}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}; a protocol "
+                         f"holds {', '.join(TOP_KEYS)}")
+    return ProtocolSpec(definition["name"], tuple(rules), definition.get("description", ""), str(path), extends)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting a protocol may hold (docs/plugins.md carries it;
+    tests/test_contract.py checks it is current)."""
+    from plm_bench.config import config_fields
+
+    helps = {f.name: f.metadata["help"] for f in config_fields()}
+    helps["seeds"] = "How many seeds `bench run` runs when given none."
+    rows = ["| setting | accepts | meaning |", "|---|---|---|"]
+    for name, schema in settable().items():
+        kind = schema.get("type", "")
+        kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
+        accepts = ", ".join(f"`{v}`" for v in schema["enum"] if v is not None) if "enum" in schema else (
+            " ".join(filter(None, [kind, bounds(schema)])))
+        rows.append(f"| `{name}` | {accepts} | {helps[name].replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def bounds(schema: dict) -> str:
+    marks = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    return " ".join(f"{mark} {schema[key]}" for key, mark in marks.items() if key in schema)

@@ -200,8 +200,11 @@ def check_name(flag: str, name: str, known: Sequence[str], options: Iterable[str
     runs' method ``options``."""
     options = sorted(options)
     if name not in known and name not in options:
-        raise BenchError(f"{flag} {name}: unknown setting; use one of {', '.join(known)}, or a method option of "
-                         f"the shown runs ({', '.join(options) or 'they have none'})")
+        from plm_bench.plugins.specs import did_you_mean
+
+        raise BenchError(f"{flag} {name}: unknown setting{did_you_mean(name, [*known, *options])}; use one of "
+                         f"{', '.join(known)}, or a method option of the shown runs "
+                         f"({', '.join(options) or 'they have none'})")
 
 
 def option_names(conditions: Iterable[Condition]) -> set[str]:

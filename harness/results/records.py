@@ -120,3 +120,10 @@ def valid_score(record: dict) -> float | None:
 def user_error(record: dict) -> bool:
     """Whether a failed run failed on something the user can fix (a BenchError), not a crash."""
     return record.get("error_type") == BenchError.__name__
+
+
+def failed_record(config: RunConfig, error: str) -> dict:
+    """The record of a run a launcher lost (its worker died, the cluster refused or killed the
+    job): the store shows it failed, with ``error``, and a rerun retries it. Part of the plugin
+    contract (``from plm_bench import failed_record``)."""
+    return failed(config, error, {})

@@ -112,6 +112,16 @@ def check(spec: dict, schema: dict, path: Path, where: str) -> None:
                          ) from None
 
 
+def task_name(task: str, folder: Path) -> str:
+    """A task named in a grid: a registered name, or the path of a task TOML (relative to the grid
+    file's folder) made available as ``bench run --task PATH`` does."""
+    if not task.endswith(".toml"):
+        return task
+    from plm_bench.tasks.task import use_task_file
+
+    return use_task_file(folder / task)
+
+
 def expand(spec: dict, folder: Path) -> Grid:
     """Multiply the axes of a checked grid ``spec``; relative paths are relative to ``folder``."""
     defaults = {axis_key(f.name): [f.default] for f in config_fields("axis") if not required(f)}
@@ -126,6 +136,7 @@ def expand(spec: dict, folder: Path) -> Grid:
             raise BenchError(f"backbone_paths.{name}: {p} is not a directory; point it at the saved weights")
     for name in axes["backbones"]:
         plugins.get("backbone", name)
+    axes["tasks"] = [task_name(task, folder) for task in axes["tasks"]]
     sweep = dict(spec.get("sweep", {}))
     option_sweeps = sweep.pop("method_options", {})
     for method in option_sweeps:

@@ -22,7 +22,6 @@ never "already done" with a stale result.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import os
@@ -42,6 +41,8 @@ from plm_bench import plugins
 from plm_bench.alphabet import check_sequence
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
+from plm_bench.plugins.discovery import TASK_FILES
+from plm_bench.plugins.specs import did_you_mean
 from plm_bench.tasks import metrics
 from plm_bench.tasks.sources import (
     RACY_NS,
@@ -58,7 +59,6 @@ from plm_bench.tasks.sources import (
 LEVELS = ("protein", "residue")
 TYPES = ("regression", "classification")
 _SEPARATORS = re.compile(r"[,\s]+")
-TASK_FILES = "PLM_BENCH_TASK_FILES"  # custom task files (os.pathsep-separated) the tasks plugin registers
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,7 @@ class Task:
     secondary_metrics: tuple[str, ...] = ()
     folder: str = ""  # the data folder, when it differs from ``name`` (GFP's is `fluorescence`)
     forms: tuple[Form, ...] = ()
+    root: Path | None = None  # where its files are when not in the data folder (beside its TOML): nothing to fetch
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -404,21 +405,18 @@ def schema_message(error: jsonschema.ValidationError) -> str:
     return f"{at or 'the definition'}: {error.message}; fix the value (tasks/*.toml show each key)"
 
 
-def did_you_mean(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str = "task definition",
-                     base: Path | None = None) -> Task:
-    """A task from a TOML definition, checked first (:func:`check_definition`). ``base``: a custom
-    task's folder, which its file paths are relative to (then ``data_dir`` plays no part)."""
+                     base: Path | None = None, verified: bool = False) -> Task:
+    """A task from a TOML definition, checked first (:func:`check_definition`). ``base``: the folder
+    its file paths are relative to (then ``data_dir`` plays no part); its files need no checksum
+    (a custom task's name carries their digest) unless ``verified`` (a plugin's shipped task)."""
     check_definition(definition, formats, where)
+    local = base is not None and not verified
     name = definition["name"]
     labels = Labels(level=definition["level"], type=definition["type"],
                     classes=tuple(definition.get("classes", ())), unknown=definition.get("unknown"))
     rule = SplitRule(**definition.get("split", {}))
-    forms = tuple(parse_form(f, formats, where, local=base is not None)
+    forms = tuple(parse_form(f, formats, where, local=local)
                   for f in definition.get("forms", [top_level_form(definition)]))
     folder = definition.get("folder", "")
 
@@ -440,7 +438,7 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
         if form is None:
             first = forms[0].missing(root, raw_needed)[0]
             raise missing(root / first.file, name, first)
-        files = Files(root=root, task=name, sources=form.feeding(raw_needed), local=base is not None)
+        files = Files(root=root, task=name, sources=form.feeding(raw_needed), local=local)
         raw = formats[form.format](files, form, labels, raw_needed)
         check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
         result = rule.apply(raw, f"task {name}")
@@ -454,7 +452,7 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
     return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
                 classes=labels.classes, description=definition.get("description", ""),
                 secondary_metrics=tuple(definition.get("secondary_metrics", ())),
-                folder=folder, forms=forms, load=load)
+                folder=folder, forms=forms, load=load, root=base)
 
 
 def file_facts(root: Path) -> tuple:
@@ -526,16 +524,16 @@ def file_digest(path: Path) -> str:
 
 def use_task_file(path: Path) -> str:
     """Make the custom task in ``path`` available by name to this process and the workers it
-    starts (through ``$PLM_BENCH_TASK_FILES``, which the tasks plugin reads); returns the name,
+    starts (through ``$PLM_BENCH_TASK_FILES``, which :func:`plugins.catalog` reads); returns the name,
     ``<name>@<digest>``."""
     path, definition = custom_task_definition(path)
     files = [f for f in os.environ.get(TASK_FILES, "").split(os.pathsep) if f]
     if str(path) not in files:
         os.environ[TASK_FILES] = os.pathsep.join([*files, str(path)])
     plugins.catalog.cache_clear()  # the file may have changed since it was registered
-    for error in plugins.catalog().broken.values():  # registers it now, checked
-        if f"{path}" in error:  # the tasks plugin refused this file: its one-line reason, not "unknown task"
-            raise BenchError(error.partition(": ")[2])
+    error = plugins.catalog().broken.get(f"task file {path}")  # registers it now, checked
+    if error:  # the file was refused: its one-line reason, not "unknown task"
+        raise BenchError(error.partition(": ")[2])
     name = custom_task_name(path, definition)
     plugins.get("task", name)
     return name

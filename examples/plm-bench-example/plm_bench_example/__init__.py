@@ -1,4 +1,5 @@
-"""A third-party plm-bench plugin, written from docs/plugins.md: one backbone and one task.
+"""A third-party plm-bench plugin, written from docs/plugins.md: a backbone, a task in code, a
+task in TOML, a method with a declared option, a head and a protocol that extends another.
 
 Copy this package to start your own; nothing in plm-bench needs to change. Everything it uses
 comes from the package top (``from plm_bench import ...``), the published plugin contract.
@@ -9,7 +10,20 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from plm_bench import BackboneSpec, BenchError, Example, Splits, Task, hookimpl
+from plm_bench import (
+    BackboneSpec,
+    BenchError,
+    Example,
+    HeadSpec,
+    MethodSpec,
+    Option,
+    Splits,
+    Task,
+    hookimpl,
+    load_protocol,
+    load_task,
+    shipped_file,
+)
 
 # Kyte-Doolittle hydropathy, charge at pH 7, and side-chain volume (Å^3) per residue.
 PROPERTIES = {
@@ -51,7 +65,45 @@ def register_backbones(register) -> None:
                           description="Per-residue hydropathy, charge and volume (example plugin)."))
 
 
+def bitfit(backbone, options: dict):
+    """BitFit (Ben Zaken et al. 2022): only the backbone's biases train, or with ``top=k`` only
+    its last k bias vectors."""
+    biases = [p for name, p in backbone.named_parameters() if name.endswith("bias")]
+    if not biases:
+        raise BenchError(f"method bitfit: backbone {backbone.name} has no biases; use --method frozen or full")
+    backbone.requires_grad_(False)
+    for parameter in biases[-options["top"]:] if options["top"] else biases:
+        parameter.requires_grad_(True)
+    return backbone
+
+
+def build_max_pool(hidden_size: int, out_dim: int, level: str, dropout: float = 0.0):
+    from plm_bench_example.heads import MaxPool  # torch only when a run builds it
+
+    return MaxPool(hidden_size, out_dim, dropout=dropout)
+
+
 @hookimpl
 def register_tasks(register) -> None:
     register(Task(name="example-hydrophobicity", level="protein", type="regression", metric="spearman",
                   load=hydrophobicity_splits, description="Mean hydropathy of random sequences (example plugin)."))
+    # A task in TOML with its data beside it, inside this package (package data in pyproject.toml).
+    register(load_task(shipped_file("plm_bench_example", "tasks/charge.toml"), data="beside"))
+
+
+@hookimpl
+def register_methods(register) -> None:
+    register(MethodSpec("bitfit", default_lr=1e-2, prepare=bitfit,
+                        options={"top": Option(0, "Train only the last k bias vectors (0: all).", min=0)},
+                        description="BitFit: only the backbone's biases train (example plugin)."))
+
+
+@hookimpl
+def register_heads(register) -> None:
+    register(HeadSpec("max-pool", levels=("protein",), build=build_max_pool,
+                      description="Masked max over residues, then a linear layer (example plugin)."))
+
+
+@hookimpl
+def register_protocols(register) -> None:
+    register(load_protocol(shipped_file("plm_bench_example", "protocol.toml")))

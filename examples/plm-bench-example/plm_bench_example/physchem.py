@@ -10,7 +10,7 @@ from plm_bench import Backbone, Residues, residue_mask
 
 
 class PhysChem(Backbone):
-    """Three numbers per residue; ``forward`` returns them aligned 1:1 with the residues."""
+    """Three numbers per residue, linearly mixed; ``forward`` returns them aligned 1:1 with the residues."""
 
     def __init__(self, properties: dict[str, tuple[float, ...]]) -> None:
         super().__init__()
@@ -20,6 +20,11 @@ class PhysChem(Backbone):
         self.register_buffer("table", torch.cat([table, torch.zeros(1, table.shape[1])]), persistent=False)
         self.index = {aa: i for i, aa in enumerate(properties)}
         self.hidden_size = table.shape[1]
+        # A linear mix that starts as the identity: what methods that train the backbone adapt
+        self.mix = torch.nn.Linear(self.hidden_size, self.hidden_size)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.eye(self.hidden_size))
+            self.mix.bias.zero_()
 
     def tokenize(self, sequences: Sequence[str]) -> dict[str, torch.Tensor]:
         unknown = len(self.index)
@@ -28,4 +33,4 @@ class PhysChem(Backbone):
                 "lengths": torch.tensor([len(s) for s in sequences])}
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> Residues:
-        return Residues(self.table[ids], residue_mask(lengths.tolist()).to(ids.device))
+        return Residues(self.mix(self.table[ids]), residue_mask(lengths.tolist()).to(ids.device))
