@@ -18,7 +18,8 @@ from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.results import records
-from plm_bench.results.store import Store, journal
+from plm_bench.results.store import NotStored, Store, journal
+from plm_bench.run.inputs import changed
 from plm_bench.run.progress import Progress
 
 if TYPE_CHECKING:
@@ -45,12 +46,15 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
     return record
 
 
-def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False
-               ) -> tuple[list[RunConfig], list[RunConfig]]:
-    """(to run, already finished). Failed runs are run again; ``force`` reruns everything."""
+def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False,
+               planned: dict[str, dict] | None = None) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(to run, already finished). Failed runs are run again; ``force`` reruns everything; so does
+    a finished run whose input files differ now from those its record names (``planned``: config
+    hash -> digests now, :func:`plm_bench.run.inputs.planned`)."""
     if force or store is None:
         return list(configs), []
-    done = [c for c in configs if store.finished(c.hash)]
+    planned = planned or {}
+    done = [c for c in configs if (record := store.finished(c.hash)) and not changed(record, planned.get(c.hash))]
     hashes = {c.hash for c in done}
     return [c for c in configs if c.hash not in hashes], done
 
@@ -76,6 +80,7 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
     check_options(launcher, options)
     expected = {c.hash: c for c in configs}
     stored: list[dict] = []
+    unstored: list[str] = []  # records the store could not take, each waiting in a journal the message names
     stream = launcher.launch(list(configs), execute, **options)
     try:
         with progress.following(configs):
@@ -86,6 +91,9 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
                                      f"({record.get('config_hash')}); fix the launcher plugin")
                 try:
                     run_id = store.add(record)
+                except NotStored as exc:  # journaled: storing a failure instead would hide the finished result
+                    unstored.append(str(exc))
+                    continue
                 except BenchError as exc:
                     record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
                     run_id = store.add(record)
@@ -95,6 +103,9 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
         close = getattr(stream, "close", None)
         if close:
             close()  # a launcher cancels its outstanding work when the driver stops early
+    if unstored:
+        more = f" ({len(unstored) - 1} more runs likewise)" if len(unstored) > 1 else ""
+        raise BenchError(unstored[0] + more)
     if expected:
         raise BenchError(f"launcher {launcher.name} returned no record for {len(expected)} runs; "
                          "rerun the grid to retry them")
