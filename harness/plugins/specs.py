@@ -87,6 +87,11 @@ class MethodSpec:
     # An option added after runs were stored: the value that means "as before it existed". Runs at
     # it keep their identity (the option is left out of the config hash), so stored runs stay done.
     options_as_before: Mapping[str, Any] = field(default_factory=dict)
+    # Refuses option values the method cannot run with (raise BenchError naming the option and the
+    # fix), called by resolve_options: a bad value fails before the run, never inside it.
+    check: Callable[[dict[str, Any]], None] | None = None
+    adapts: bool = False  # wraps the backbone's transformer with adapters (PEFT): a weightless backbone has none
+
 
     @property
     def trains_backbone(self) -> bool:
@@ -100,8 +105,11 @@ class MethodSpec:
             known = ", ".join(sorted(self.options)) or "none"
             raise BenchError(f"method {self.name} has no option {unknown[0]!r} (its options: {known}); "
                              "fix --method-option")
-        return {key: _coerce(self.name, key, default, given.get(key, default))
-                for key, default in sorted(self.options.items())}
+        options = {key: _coerce(self.name, key, default, given.get(key, default))
+                   for key, default in sorted(self.options.items())}
+        if self.check:
+            self.check(options)
+        return options
 
 
 def _coerce(method: str, key: str, default: Any, value: Any) -> Any:
