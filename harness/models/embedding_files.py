@@ -55,20 +55,34 @@ def embeddings(backbone: str, examples: list, per_protein: bool, context: RunCon
 
 
 def write(output: Path, kind: str, arrays: dict) -> None:
-    """``arrays`` (id -> array) to ``output`` as ``kind`` (``npz`` or ``h5``)."""
+    """``arrays`` (id -> array) to ``output`` as ``kind`` (``npz`` or ``h5``), every id exactly as
+    given: through a temporary file that replaces ``output`` only once complete, so an interrupted
+    write leaves the old file whole. A file that cannot be written is one error naming it."""
+    import zipfile
+
     import numpy as np
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "npz":
-        np.savez(output, **arrays)
-        return
+    from plm_bench.files import atomic_file
+
+    if kind == "h5":
+        try:
+            import h5py
+        except ImportError:
+            raise BenchError(f"{output}: writing .h5 needs h5py: pip install 'plm-bench[h5]' (or write .npz)") from None
     try:
-        import h5py
-    except ImportError:
-        raise BenchError(f"{output}: writing .h5 needs h5py: pip install 'plm-bench[h5]' (or write .npz)") from None
-    with h5py.File(output, "w") as handle:
-        for name, array in arrays.items():
-            handle.create_dataset(name, data=array).attrs["original_id"] = name
+        with atomic_file(output) as replacement:
+            if kind == "npz":  # np.savez's layout, without its keywords: ids such as `file` or `allow_pickle` stay ids
+                with zipfile.ZipFile(replacement.path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                    for name, array in arrays.items():
+                        with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            else:
+                with h5py.File(replacement.path, "w") as handle:
+                    for name, array in arrays.items():
+                        handle.create_dataset(name, data=array).attrs["original_id"] = name
+    except OSError as exc:
+        raise BenchError(f"{output}: cannot write it ({exc.strerror or exc}); pick another -o or fix the "
+                         "folder's permissions") from None
 
 
 def identified(value: str) -> str:

@@ -14,14 +14,20 @@ FastaRecord = tuple[str, str, list[str], int]  # id, header after the id, conten
 
 
 def read_fasta(text: str, where: str) -> list[FastaRecord]:
-    """Records of a FASTA text (sequences may span lines)."""
+    """Records of a FASTA text (sequences may span lines). A repeated id is an error naming both
+    records: readers key records by id, so the later one would silently replace the earlier."""
     records: list[FastaRecord] = []
+    first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if line.startswith(">"):
             name, rest = (line[1:].split(maxsplit=1) + ["", ""])[:2]  # the id ends at any whitespace (tabs too)
             if not name:
                 raise BenchError(f"{where} line {number}: a header without an id")
+            if name in first_line:
+                raise BenchError(f"{where}: id {name} appears twice (records at lines {first_line[name]} and "
+                                 f"{number}); ids must be unique: rename or drop one")
+            first_line[name] = number
             records.append((name, rest.strip(), [], number))
         elif line:
             if not records:
@@ -42,12 +48,8 @@ def read_examples(fasta: Path) -> list[Example]:
         text = readable_text(fasta.read_bytes(), str(fasta))  # as task files are read: a BOM is fine
     except OSError as exc:
         raise BenchError(f"{fasta}: cannot read it ({exc})") from None
-    examples, seen = [], set()
-    for name, _header, lines, line in read_fasta(text, str(fasta)):
-        if name in seen:
-            raise BenchError(f"{fasta} line {line}: id {name} appears twice; ids name the output rows, "
-                             "make them unique")
-        seen.add(name)
+    examples = []
+    for name, _header, lines, line in read_fasta(text, str(fasta)):  # ids are unique there
         sequence = check_sequence("".join(lines).upper(), f"{fasta} record {name} (line {line})")
         examples.append(Example(id=name, sequence=sequence, label=None))
     return examples
