@@ -37,7 +37,7 @@ from plm_bench.run import inputs
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
 from plm_bench.run.training import Checkpoint, Model, Outcome, predict, restore, split_loss, train
-from plm_bench.tasks.metrics import constant_labels, evaluate, score
+from plm_bench.tasks.metrics import CORRELATIONS, constant_labels, evaluate, score
 from plm_bench.tasks.overlap import identity_subset, repeats
 from plm_bench.tasks.sources import forget_hashes, read_digests, unverified_reads
 from plm_bench.tasks.task import Example, Task
@@ -89,6 +89,9 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=torch.get_num_threads())
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
+    if warnings and task.metric in CORRELATIONS:  # the result (or the checkpoint choice) would be undefined
+        raise BenchError(f"task {task.name}: {warnings[0].split(':')[0]}, so its primary metric {task.metric} is "
+                         "undefined there; give that split varied labels (with --limit-eval, draw more records)")
     loaded = load(config, device)
     weights = fingerprint(loaded)  # the weights as loaded, before any adapter: the record names them
     backbone, model = build(config, task, device, loaded)
