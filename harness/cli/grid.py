@@ -87,7 +87,11 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     # a dry run writes nothing, not even a new store
     results = Store(store_path, read_only=dry_run) if store_path.exists() or not dry_run else None
     data_dir = (data_dir or default_data_dir()).resolve()  # absolute: workers of other launchers may start elsewhere
-    planned = inputs.planned(plan.configs, data_dir)  # reads and checks the data before anything is stored
+    unreadable: list[str] = []  # workers may see data this machine does not: checked where they run
+    planned = inputs.planned(plan.configs, data_dir, strict=False, unreadable=unreadable)
+    for problem in unreadable:
+        err_console.print(literal(f"note: {problem} (finished runs of that task are taken as done unchecked)"),
+                          soft_wrap=True)
     todo, done = split_done(plan.configs, results, force, planned)
     for skipped in plan.skipped:
         console.print(literal(f"skipped: {skipped}"), soft_wrap=True)

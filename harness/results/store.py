@@ -109,6 +109,14 @@ def journal(record: dict, folder: Path) -> Path:
     return path
 
 
+def damaged(path: Path, problem: Exception) -> BenchError:
+    """The one line for a store SQLite cannot read, with the way to recover what it holds."""
+    return BenchError(f"{path}: the results store is damaged ({problem}); recover what is readable with "
+                      f"`sqlite3 {path} .recover | sqlite3 recovered.sqlite` (or restore a backup) and point --store "
+                      f"at it; records not yet stored wait in {pending_folder(path)} and join the next store a run "
+                      "writes")
+
+
 def journaled_finished(path: Path) -> bool:
     """Whether ``path`` holds a finished run's journaled record."""
     try:
@@ -154,6 +162,8 @@ class Store:
                 return db
             except sqlite3.DatabaseError as exc:
                 problem = exc
+        if "malformed" in str(problem):
+            raise damaged(self.path, problem)
         raise BenchError(f"{self.path}: not a readable results store ({problem}); point --store at another file")
 
     def add(self, record: dict) -> int:
@@ -168,7 +178,7 @@ class Store:
         text = self._json(record, "run record")
         try:
             run_id = self._attempt(lambda: self._insert(record, text))
-        except sqlite3.OperationalError as problem:
+        except sqlite3.DatabaseError as problem:  # locked, full, read-only, or a damaged page
             kept, pending = self._keep(record), pending_folder(self.path)
             then = ("it" if kept.parent == pending else f"move it into {pending} once the disk has room; then it") + \
                 " is added by the next `bench run` or `bench grid` on this store"
@@ -282,7 +292,11 @@ class Store:
         """The JSON documents ``query`` selects (as ``id, text`` rows), each validated and given its
         row id as ``id_name``; a bad one is reported once (``problem`` formatted with id and error)."""
         out = []
-        for row_id, text in self.db.execute(query, args):
+        try:
+            rows = self.db.execute(query, args).fetchall()
+        except sqlite3.DatabaseError as exc:  # a damaged page: one line and the way back, not a traceback
+            raise damaged(self.path, exc) from None
+        for row_id, text in rows:
             try:
                 document = json.loads(text)
                 validate(document)

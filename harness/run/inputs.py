@@ -56,22 +56,33 @@ def of_run(config: RunConfig, task_digests: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def planned(configs: Iterable[RunConfig], data_dir: Path) -> dict[str, dict[str, Any]]:
+def planned(configs: Iterable[RunConfig], data_dir: Path, strict: bool = True,
+            unreadable: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """config hash -> the digests of its inputs as they are now (:func:`of_run`), each file read
     from its content (once per command: it calls ``sources.forget_hashes()`` before resolving its
     configs, which digests custom task files and ``--embeddings``). Loading each task once here is
     also the check before anything runs: missing, corrupt or unparsable data is one error, and
-    nothing is stored."""
+    nothing is stored. Not ``strict`` (a grid, whose workers may see data this machine does not):
+    a task whose data cannot be read here is noted in ``unreadable`` and its configs left out, so
+    their stored records are taken as they are and their runs check the data where they run."""
     from plm_bench import plugins
 
-    tasks: dict[str, dict[str, str]] = {}
+    tasks: dict[str, dict[str, str] | None] = {}
     out = {}
     for config in configs:
         if config.task not in tasks:
             sources.read_digests.clear()
-            plugins.get("task", config.task).load(Path(data_dir))
-            tasks[config.task] = dict(sources.read_digests)
-        out[config.hash] = of_run(config, tasks[config.task])
+            try:
+                plugins.get("task", config.task).load(Path(data_dir))
+                tasks[config.task] = dict(sources.read_digests)
+            except BenchError as exc:
+                if strict:
+                    raise
+                tasks[config.task] = None
+                if unreadable is not None:
+                    unreadable.append(str(exc))
+        if tasks[config.task] is not None:
+            out[config.hash] = of_run(config, tasks[config.task])
     return out
 
 
