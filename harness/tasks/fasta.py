@@ -41,11 +41,11 @@ def read_fasta(text: str, where: str) -> list[FastaRecord]:
 def read_examples(fasta: Path) -> list[Example]:
     """The FASTA's records as unlabelled examples, checked like task data."""
     from plm_bench.alphabet import check_sequence
-    from plm_bench.tasks.sources import readable_text
+    from plm_bench.tasks.sources import bounded_read, readable_text
     from plm_bench.tasks.task import Example
 
     try:
-        text = readable_text(fasta.read_bytes(), str(fasta))  # as task files are read: a BOM is fine
+        text = readable_text(bounded_read(fasta), str(fasta))  # as task files are read: a BOM is fine
     except OSError as exc:
         raise BenchError(f"{fasta}: cannot read it ({exc})") from None
     examples = []

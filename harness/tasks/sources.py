@@ -42,6 +42,9 @@ TIMEOUT_S = 60
 ALLOW_UNVERIFIED = "PLM_BENCH_ALLOW_UNVERIFIED"
 MAX_DOWNLOAD_BYTES = 16 << 30  # larger than any task's file; a bigger download is a wrong or hostile URL
 MAX_MEMBER_BYTES = 4 << 30  # an archive member is read into memory
+# A task file is read and parsed in memory (about 5x its size at peak): larger than any task's file
+# (the biggest, AAV's and meltome's CSVs, are tens of MB), so a bigger one is the wrong file
+MAX_FILE_BYTES = 512 << 20
 unverified_reads: set[str] = set()  # unverified files read by this process; a run's record lists them
 # "kind:hex" of each task file a load verified since forget_hashes(), by path: a run's record keeps them
 read_digests: dict[str, str] = {}
@@ -250,10 +253,19 @@ def read_bytes(data_dir: Path, folder: str, task: str, source: Source, name: str
     if source.members:
         if name not in source.members:
             raise BenchError(f"{path}: {name!r} is not among the folder's members")
-        return (path / name).read_bytes()
+        return bounded_read(path / name)
     if not source.member:
-        return path.read_bytes()
+        return bounded_read(path)
     return read_member(path, source.member)
+
+
+def bounded_read(path: Path) -> bytes:
+    """The file's bytes, or one error when it is larger than ``MAX_FILE_BYTES`` (it is parsed in memory)."""
+    size, limit = path.stat().st_size, MAX_FILE_BYTES
+    if size > limit:
+        raise BenchError(f"{path}: {size / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB a task or "
+                         "sequence file may hold (it is parsed in memory); is it the right file? Split it if so")
+    return path.read_bytes()
 
 
 def read_member(path: Path, member: str) -> bytes:
