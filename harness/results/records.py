@@ -57,6 +57,27 @@ def validate(record: dict) -> None:
     check(validator(), record, "run record")
 
 
+def sealed(record: dict) -> dict:
+    """``record`` with its ``record_digest``: what the store writes, so a reader can tell a record
+    changed after it was stored (a flipped digit in the file would otherwise show as a result)."""
+    return {**record, "record_digest": _digest(record)}
+
+
+def validate_stored(record: dict) -> None:
+    """:func:`validate`, and a record that carries a digest must match it (older ones carry none)."""
+    validate(record)
+    if "record_digest" in record and record["record_digest"] != _digest(record):
+        raise BenchError("its content differs from the digest it was stored with, so it was changed after it "
+                         "was stored")
+
+
+def _digest(record: dict) -> str:
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k not in ("record_digest", "run_id")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
 def finished(config: RunConfig, **sections: Any) -> dict:
     """The record of a run that finished: the config and its hash, then the measured ``sections``
     (metrics, test_ci, checkpoints, history, cost, …: the schema's properties)."""

@@ -175,7 +175,7 @@ class Store:
         imports it: no result is lost.
         """
         records.validate(record)
-        text = self._json(record, "run record")
+        text = self._json(record, "run record") and self._json(records.sealed(record), "run record")
         try:
             run_id = self._attempt(lambda: self._insert(record, text))
         except sqlite3.DatabaseError as problem:  # locked, full, read-only, or a damaged page
@@ -283,7 +283,7 @@ class Store:
 
     def _rows(self, where: str, *args: object) -> list[dict]:
         """Records of the rows matching ``where``, each validated; a bad row is reported once and skipped."""
-        return self._validated(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args, records.validate,
+        return self._validated(f"SELECT id, record FROM runs WHERE {where} ORDER BY id", args, records.validate_stored,
                                "run_id", "run {} is not a valid record ({}); skipped (rerun its config with "
                                "--force to replace it)")
 
