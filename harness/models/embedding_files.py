@@ -154,16 +154,29 @@ def load(path: Path) -> dict:
     if not Path(path).is_file():
         raise BenchError(f"{path}: no such embedding file")
     if kind == "npz":
-        with np.load(path, allow_pickle=False) as handle:
-            return {k: handle[k] for k in handle.files}
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as handle:
+                return {k: handle[k] for k in handle.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise unreadable(path, exc) from None
     try:
         import h5py
     except ImportError:
         raise BenchError(f"{path}: reading .h5 needs h5py: pip install 'plm-bench[h5]'") from None
     out = {}
-    with h5py.File(path, "r") as handle:
-        for key, dataset in handle.items():
-            out[key] = dataset[()]
-            if "original_id" in dataset.attrs:
-                out[str(dataset.attrs["original_id"])] = out[key]
+    try:
+        with h5py.File(path, "r") as handle:
+            for key, dataset in handle.items():
+                out[key] = dataset[()]
+                if "original_id" in dataset.attrs:
+                    out[str(dataset.attrs["original_id"])] = out[key]
+    except (OSError, ValueError, KeyError) as exc:
+        raise unreadable(path, exc) from None
     return out
+
+
+def unreadable(path: Path, problem: Exception) -> BenchError:
+    return BenchError(f"{path}: cannot read the embeddings ({type(problem).__name__}: {problem}); is the file "
+                      "complete? Write it again with `bench embed`")

@@ -133,7 +133,7 @@ class EmbeddingCache:
         (a corrupt entry is reported, and the caller recomputes it)."""
         try:
             array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):  # absent, or not a readable .npy
+        except (OSError, ValueError, EOFError):  # absent, empty, or not a readable .npy: computed again
             return None
         if array.dtype != np.float16 or array.shape != (sum(lengths), self.hidden_size):
             return None
