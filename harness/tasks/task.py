@@ -199,9 +199,10 @@ class Files:
         return readable_text(self.read(source, name), self.where(source, name))
 
     def digests(self) -> dict[str, str]:
-        """``kind:hex`` of each source's local copy as it is now, by :meth:`where` (missing or
-        corrupt copies are one error): what a parse of these files depends on."""
-        return {self.where(s): content_digest(verified_path(self.root, "", self.task, s), s) for s in self.sources}
+        """``kind:hex`` of each source's local copy as it is now, by its name in the task folder (not
+        the path: the same files under another --data-dir are the same inputs); missing or corrupt
+        copies are one error. What a parse of these files depends on."""
+        return {s.name: content_digest(verified_path(self.root, "", self.task, s), s) for s in self.sources}
 
 
 @dataclass(frozen=True)
