@@ -35,7 +35,7 @@ from plm_bench_plugins.slurm_launcher import Requeueable, launch_on_slurm
 
 TESTS = Path(__file__).resolve().parent
 QUICK = {"backbone": "onehot", "task": "gb1", "epochs": 4, "limit_train": 200, "limit_eval": 100}
-NOT_COMPUTED = ("finished_at", "environment", "resumed_from", "cost", "run_id")  # timings, where it ran
+NOT_COMPUTED = ("finished_at", "environment", "resumed_from", "cost", "run_id", "record_digest")  # timings, host
 
 
 class Killed(BaseException):
