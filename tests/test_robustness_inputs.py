@@ -468,3 +468,10 @@ def test_a_task_file_outside_the_task_folder_is_read_not_a_traceback(tmp_path):
     task = write_task(tmp_path / "task", toml)
     result = quick_run(task, tmp_path / "r.sqlite")
     assert result.exit_code == 0, result.output
+
+
+def test_bench_embed_refuses_lowercase_residues_instead_of_changing_them(tmp_path):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nACde\n")
+    result = bench("embed", "onehot", fasta, "-o", tmp_path / "e.npz")
+    assert result.exit_code == 2 and "record a (line 1): the sequence has 'd' at position 3" in result.output
