@@ -475,3 +475,17 @@ def test_bench_embed_refuses_lowercase_residues_instead_of_changing_them(tmp_pat
     fasta.write_text(">a\nACde\n")
     result = bench("embed", "onehot", fasta, "-o", tmp_path / "e.npz")
     assert result.exit_code == 2 and "record a (line 1): the sequence has 'd' at position 3" in result.output
+
+
+def test_a_progress_bar_shows_a_markup_name_as_written():
+    import io
+
+    from rich.console import Console
+
+    from plm_bench.run.progress import Bars
+
+    out = io.StringIO()
+    with Bars(Console(file=out, force_terminal=True, width=100)) as bars:
+        bars.add_task("onehot [/]task[red] seed 1", total=3)
+        bars.bars.refresh()
+    assert "[/]task[red]" in out.getvalue()
