@@ -11,6 +11,7 @@ from rich.text import Text
 
 from plm_bench.cli.common import console, literal, store_option
 from plm_bench.errors import BenchError
+from plm_bench.files import atomic_file
 
 
 def filter_options(command: Callable) -> Callable:
@@ -94,7 +95,8 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
     if fmt != "table":
         text = lb.render(report, fmt)
         if output:
-            output.write_text(text)
+            with atomic_file(output) as replacement:  # an interrupted export leaves the old file whole
+                replacement.path.write_text(text)
             console.print(literal(f"{fmt} written to {output}"))
         else:
             click.echo(text, nl=False)

@@ -8,6 +8,7 @@ import click
 
 from plm_bench.cli.common import console, data_dir_option, store_option
 from plm_bench.cli.leaderboard import filter_options, selected
+from plm_bench.files import atomic_file
 
 
 @click.command()
@@ -44,5 +45,7 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
         for task in sorted({r["config"]["task"] for r in records}):
             found.append(rp.leakage(task, data_dir or default_data_dir()))
             console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
-    output.write_text(rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path)), fmt))
+    text = rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path)), fmt)
+    with atomic_file(output) as replacement:  # an interrupted write leaves the old report whole
+        replacement.path.write_text(text)
     console.print(f"{fmt} report written to {output}", highlight=False)
