@@ -39,7 +39,7 @@ def at_least(method: str, options: dict[str, Any], **lowest: int) -> None:
 def lora_check(method: str) -> Callable[[dict[str, Any]], None]:
     """The option check of LoRA and DoRA."""
     def check(options: dict[str, Any]) -> None:
-        at_least(method, options, rank=1, top_layers=0)
+        at_least(method, options, rank=1)
         if not 0 <= options["dropout"] < 1:
             raise BenchError(f"method {method} option dropout={options['dropout']}: must be in [0, 1); "
                              "fix --method-option")
@@ -80,7 +80,6 @@ def register_methods(register) -> None:
                         check=lambda options: at_least("frozen", options, last_k=1),
                         description="Embeddings (of any layer) computed once, cached on disk; only the head trains."))
     register(MethodSpec("full", default_lr=2e-5, prepare=fine_tune, options={"top_layers": 0},
-                        check=lambda options: at_least("full", options, top_layers=0),
                         description="Every backbone weight (or the top_layers blocks') trains with the head."))
     register(MethodSpec("lora", default_lr=3e-4, adapts=True, prepare=peft_method("lora"), options=LORA_OPTIONS,
                         check=lora_check("lora"),
@@ -90,7 +89,6 @@ def register_methods(register) -> None:
                         description="DoRA (peft): LoRA with a learned magnitude per output weight."))
     register(MethodSpec("ia3", default_lr=3e-3, adapts=True, prepare=peft_method("ia3"),
                         options={"targets": (), "feedforward": (), "top_layers": 0},
-                        check=lambda options: at_least("ia3", options, top_layers=0),
                         description="IA3 (peft): learned rescaling of keys, values and FFN inputs."))
     register(MethodSpec("prefix", default_lr=1e-3, adapts=True, prepare=peft_method("prefix"),
                         options={"virtual_tokens": 20},

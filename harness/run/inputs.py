@@ -32,14 +32,16 @@ WHAT = {"task": "task data", "backbone_files": "--backbone-path files"}
 
 def folder_digest(folder: Path) -> str:
     """``sha256:hex`` over every file under ``folder`` (names and contents): a ``--backbone-path``'s
-    weights, config and tokenizer files, read once per run."""
+    weights, config and tokenizer files, read once per run. Hidden files and folders (the lock and
+    metadata files of ``hf download --local-dir``) are no part of the checkpoint."""
     import hashlib
 
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchError(f"{folder}: --backbone-path is not a directory; point it at the saved weights")
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
         content = sources.stamped_digest([path], "sha256", lambda path=path: sources.sha256_of(path))
         digest.update(f"{path.relative_to(folder).as_posix()}\0{content}\0".encode())
     return "sha256:" + digest.hexdigest()
