@@ -489,3 +489,33 @@ def test_a_progress_bar_shows_a_markup_name_as_written():
         bars.add_task("onehot [/]task[red] seed 1", total=3)
         bars.bars.refresh()
     assert "[/]task[red]" in out.getvalue()
+
+
+def test_a_hub_snapshot_is_named_by_its_content_addressed_blobs(tmp_path, monkeypatch):
+    """Hub blobs are named by their content: the snapshot's digest changes with the weights it points
+    to, without reading them; a snapshot not cached is unknown, never 'changed'."""
+    from huggingface_hub import constants
+
+    from plm_bench.run import inputs
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert inputs.snapshot_digest("org/model") is None
+    repo = tmp_path / "models--org--model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    for blob in ("1" * 64, "2" * 64):
+        (repo / "blobs" / blob).write_bytes(b"weights")
+    (snapshot / "model.safetensors").symlink_to(repo / "blobs" / ("1" * 64))
+    first = inputs.snapshot_digest("org/model")
+    assert first and first.startswith("blobs:")
+    (snapshot / "model.safetensors").unlink()
+    (snapshot / "model.safetensors").symlink_to(repo / "blobs" / ("2" * 64))  # another revision's weights
+    second = inputs.snapshot_digest("org/model")
+    assert second != first
+    record = {"inputs": {"hub_snapshot": first}}
+    assert inputs.changed(record, {"hub_snapshot": second}) == [
+        f"hub snapshot (blobs {first[6:18]}… then, blobs {second[6:18]}… now)"]
+    assert inputs.changed(record, {}) == []  # not cached now: unknown, the run will say how to fetch it

@@ -27,7 +27,7 @@ from plm_bench.errors import BenchError
 from plm_bench.tasks import sources
 
 # what each key of a record's ``inputs`` names, for messages
-WHAT = {"task": "task data", "backbone_files": "--backbone-path files"}
+WHAT = {"task": "task data", "backbone_files": "--backbone-path files", "hub_snapshot": "hub snapshot"}
 
 
 def folder_digest(folder: Path) -> str:
@@ -47,14 +47,40 @@ def folder_digest(folder: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def snapshot_digest(hub_id: str) -> str | None:
+    """``blobs:hex`` over the cached hub snapshot's file names and the blobs they point to. The hub
+    cache names each blob by its content (sha256 for weights), so this names the weights without
+    reading them; None where the snapshot is not cached (the run fetches it, or says how)."""
+    import hashlib
+    import os
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or no usable cache at all
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{Path(os.path.realpath(path)).name}\0".encode())
+    return "blobs:" + digest.hexdigest()
+
+
 def of_run(config: RunConfig, task_digests: dict[str, str]) -> dict[str, Any]:
-    """The file digests of one run: ``task_digests`` (what its task's load read, by file) and its
-    ``--backbone-path`` folder; keys left out where there is nothing to name."""
+    """The file digests of one run: ``task_digests`` (what its task's load read, by file), its
+    ``--backbone-path`` folder or its cached hub snapshot; keys left out where there is nothing to
+    name (a code task, onehot, --init random, a snapshot not cached yet)."""
+    from plm_bench import plugins
+
     out: dict[str, Any] = {}
     if task_digests:
         out["task"] = dict(sorted(task_digests.items()))
     if config.backbone_path:
         out["backbone_files"] = folder_digest(Path(config.backbone_path))
+    elif config.init == "pretrained" and (hub_id := plugins.get("backbone", config.backbone).hub_id):
+        snapshot = snapshot_digest(hub_id)
+        if snapshot:
+            out["hub_snapshot"] = snapshot
     return out
 
 
@@ -91,12 +117,12 @@ def planned(configs: Iterable[RunConfig], data_dir: Path, strict: bool = True,
 def changed(record: dict, now: dict[str, Any] | None) -> list[str]:
     """What of a stored record's inputs differs from ``now`` (:func:`planned`'s entry for its
     config), as phrases for a message; empty when nothing did, or when either side does not know
-    (a record from before inputs were recorded, a config not planned)."""
+    (a record from before inputs were recorded, a config not planned, a hub snapshot not cached)."""
     before = record.get("inputs")
     if not before or now is None:
         return []
-    return [describe(key, before[key], now.get(key)) for key in sorted(set(WHAT) & set(before))
-            if before[key] != now.get(key)]
+    return [describe(key, before[key], now[key]) for key in sorted(set(WHAT) & set(before) & set(now))
+            if before[key] != now[key]]
 
 
 def describe(key: str, before: Any, now: Any) -> str:
