@@ -172,6 +172,7 @@ class RunConfig:
             raise BenchError(f"--pooling tokens averages frozen per-protein embeddings; {task.name} is a "
                              f"{task.level}-level task run with method {method.name}: drop --pooling or use "
                              "--method frozen on a protein-level task")
+        check_applies(self, plugins.get("backbone", self.backbone), method)
         if self.shuffled_labels and method.trains_backbone:
             raise BenchError(f"--shuffled-labels trains a second head on frozen embeddings; with method {method.name} "
                              "it would be a second fine-tuning: use --method frozen or drop --shuffled-labels")
@@ -207,6 +208,28 @@ class RunConfig:
     def is_smoke(self) -> bool:
         """A quick run on a subset of the data: never comparable with full runs."""
         return self.limit_train is not None or self.limit_eval is not None
+
+
+def check_applies(config: RunConfig, backbone: Any, method: Any) -> None:
+    """Refuse, before any run, a setting that cannot apply to this backbone and method: it would fail
+    inside the run, or be recorded without having changed anything."""
+    if not 0 <= config.seed < 2**32:
+        raise BenchError(f"--seed {config.seed}: seeds run from 0 to {2**32 - 1} (numpy's range); pick one there")
+    reason = incompatible(backbone, method)
+    if reason:
+        raise BenchError(f"{reason}: use --method frozen or full")
+    weightless = backbone.parameters == 0
+    if config.backbone_path and (weightless or config.init == "random"):
+        why = f"backbone {backbone.name} has no weights" if weightless else "--init random loads no weights"
+        raise BenchError(f"--backbone-path {config.backbone_path}: {why}, so the folder would be recorded but never "
+                         "read; drop --backbone-path")
+
+
+def incompatible(backbone: Any, method: Any) -> str | None:
+    """Why ``method`` cannot run on ``backbone`` (specs), if it cannot: a grid skips the pair, a run refuses it."""
+    if backbone.parameters == 0 and method.adapts:
+        return f"backbone {backbone.name} has no weights, so method {method.name} has no layers to put adapters on"
+    return None
 
 
 def _option_identity(method: str, options: dict) -> dict:

@@ -20,7 +20,7 @@ CACHE_ENV = "PLM_BENCH_CACHE"
 
 
 def cache_root() -> Path:
-    """Where plm-bench keeps what it can recompute (embeddings, identities, verified-file stamps):
+    """Where plm-bench keeps what it can recompute (embeddings, identities):
     ``$PLM_BENCH_CACHE``, else ``~/.cache/plm-bench``."""
     root = os.environ.get(CACHE_ENV)
     return Path(root) if root else Path.home() / ".cache" / "plm-bench"

@@ -72,14 +72,14 @@ def register_methods(register) -> None:
                         description="Embeddings (of any layer) computed once, cached on disk; only the head trains."))
     register(MethodSpec("full", default_lr=2e-5, prepare=fine_tune, options={"top_layers": TOP_LAYERS},
                         description="Every backbone weight (or the top_layers blocks') trains with the head."))
-    register(MethodSpec("lora", default_lr=3e-4, prepare=peft_method("lora"), options=LORA_OPTIONS,
+    register(MethodSpec("lora", default_lr=3e-4, adapts=True, prepare=peft_method("lora"), options=LORA_OPTIONS,
                         description="LoRA (peft): rank 4, alpha 1, biases trained, on attention (+FFN) layers."))
-    register(MethodSpec("dora", default_lr=3e-4, prepare=peft_method("dora"), options=LORA_OPTIONS,
+    register(MethodSpec("dora", default_lr=3e-4, adapts=True, prepare=peft_method("dora"), options=LORA_OPTIONS,
                         description="DoRA (peft): LoRA with a learned magnitude per output weight."))
-    register(MethodSpec("ia3", default_lr=3e-3, prepare=peft_method("ia3"),
+    register(MethodSpec("ia3", default_lr=3e-3, adapts=True, prepare=peft_method("ia3"),
                         options={"targets": TARGETS, "top_layers": TOP_LAYERS,
                                  "feedforward": Option((), "Which targets rescale FFN inputs (default: peft's).")},
                         description="IA3 (peft): learned rescaling of keys, values and FFN inputs."))
-    register(MethodSpec("prefix", default_lr=1e-3, prepare=peft_method("prefix"),
+    register(MethodSpec("prefix", default_lr=1e-3, adapts=True, prepare=peft_method("prefix"),
                         options={"virtual_tokens": Option(20, "Prefix length, in tokens.", min=1)},
                         description="Prefix tuning (peft): learned attention prefixes; encoders that honour them."))

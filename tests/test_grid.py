@@ -77,7 +77,8 @@ def test_method_options_and_backbone_paths_apply_to_their_runs_only(tmp_path, ti
                                                   backbone_path=str(tmp_path / "weights"),
                                                   method_options={"rank": 8}).resolved()
     assert runs[("esm2-8m", "lora")].method_options["rank"] == 8
-    assert runs[("onehot", "lora")].backbone_path is None
+    assert ("onehot", "lora") not in runs  # no weights to adapt: skipped at plan time, never a failed record
+    assert any("method lora × backbone onehot" in skipped for skipped in grid.skipped)
     assert runs[("esm2-8m", "frozen")].method_options == {"last_k": 1, "layer": -1}  # its defaults
 
 
@@ -233,7 +234,7 @@ def test_a_part_missing_a_required_axis_is_named(tmp_path):
 
 
 def test_sweeps_turn_settings_and_method_options_into_axes(tmp_path):
-    grid = write(tmp_path, 'backbones = ["onehot"]\ntasks = ["gb1"]\nmethods = ["frozen", "lora"]\n'
+    grid = write(tmp_path, 'backbones = ["esm2-8m"]\ntasks = ["gb1"]\nmethods = ["frozen", "lora"]\n'
                            '[sweep]\nlr = [1e-3, 1e-4]\n[sweep.method_options.lora]\nrank = [4, 8]\n'
                            'targets = [["query", "key"], ["key", "value"]]\n')
     plan = load_grid(grid)

@@ -196,7 +196,7 @@ def test_equal_weights_save_to_equal_bytes(tmp_path):
 
 def test_runs_on_a_custom_task_file_predict_with_it(tmp_path, monkeypatch):
     monkeypatch.setenv(TASK_FILES, "")
-    rows = "\n".join(f"p{i},{'ACDK'[i % 4] * 5}KLM,{i % 4},{('train', 'train', 'valid', 'test')[i % 4]}"
+    rows = "\n".join(f"p{i},{'ACDK'[i % 4] * 5}KLM,{i % 7},{('train', 'train', 'valid', 'test')[i % 4]}"
                      for i in range(24))
     (tmp_path / "data.csv").write_text(f"id,sequence,label,split\n{rows}\n")
     (tmp_path / "mine.toml").write_text('level = "protein"\ntype = "regression"\nmetric = "spearman"\n'

@@ -112,7 +112,11 @@ def test_status_shows_finished_failed_running_and_interrupted_runs(piped_run, da
     missing.mkdir()
     failing = invoke("run", "--backbone", "onehot", "--task", "gb1", "--data-dir", str(missing), "--seed", "2",
                      "--store", str(store), *QUICK)
-    assert failing.exit_code == 2  # missing data: stored as failed
+    assert failing.exit_code == 2  # missing data: refused before anything is stored (issue 24) ...
+    from plm_bench.results import records
+
+    Store(store).add(records.failed(RunConfig(backbone="onehot", task="gb1", seed=2).resolved(), failing.output.strip()
+                                    .removeprefix("error: "), {}, "BenchError"))  # ... as a worker's run stores it
     progress = Progress(EventLog(events_folder(store)))  # a run in this (live) process, mid-training
     progress.start(RunConfig(backbone="onehot", task="gb1", seed=3, epochs=4).resolved())
     progress.training(64)

@@ -1,5 +1,6 @@
-"""The per-seed fixed costs cut: a second run does not re-hash unchanged data files (the verified
-stamp), a second seed does not parse the task's files again, and the bootstrap CI scores all its
+"""The per-seed fixed costs cut: a file is hashed once per run while unchanged (never trusted
+from a stamp across runs: tests/test_robustness_inputs.py), a second seed does not parse the
+task's files again, and the bootstrap CI scores all its
 resamples at once, equal to scoring them one by one."""
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def test_a_verified_file_is_hashed_once_until_its_size_or_mtime_changes(tmp_path
     source = Source(file="data.bin", sha256=hashlib.sha256(b"residues" * 1000).hexdigest())
     hashed = counting(monkeypatch, sources, "sha256_of")
     assert [status(path, source) for _ in range(3)] == ["present"] * 3
-    assert len(hashed) == 1  # the stamp answered the second and third time
+    assert len(hashed) == 1  # remembered for the rest of the run
     path.write_bytes(b"residuez" * 1000)  # same size, new content
     age(path, 30)
     assert status(path, source) == "corrupt" and len(hashed) == 2

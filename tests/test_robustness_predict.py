@@ -80,17 +80,15 @@ def test_predict_into_a_missing_folder_is_one_line_before_any_work(tmp_path):
                              "not exist; create it or write elsewhere\n")
 
 
-def test_constant_labels_are_stored_with_a_warning(tmp_path):
+def test_constant_labels_are_refused_never_stored_as_a_score(tmp_path):
+    """Spearman on one repeated label is undefined: no run stores 0.0 for it (issue 24)."""
     data = "".join(line.rsplit(",", 2)[0] + ",3," + line.rsplit(",", 1)[1] + "\n"
                    for line in task_csv().splitlines()[1:])
     store = tmp_path / "s.sqlite"
     result = quick_run(write_task(tmp_path, TASK_TOML, "id,sequence,label,split\n" + data), store)
-    assert result.exit_code == 0, result.output
-    record = Store(store, read_only=True).records()[0]
-    expected = ["every valid label is 3: spearman are undefined there and stored as 0",
-                "every test label is 3: spearman are undefined there and stored as 0"]
-    assert record["warnings"] == expected and record["metrics"]["test"]["spearman"] == 0
-    assert f"run 1 warning: {expected[0]}" in result.output
+    assert result.exit_code == 2
+    assert "every valid label is 3, so its primary metric spearman is undefined there" in result.output
+    assert not Store(store, read_only=True).records()
 
 
 def test_the_record_says_it_holds_the_host_name():

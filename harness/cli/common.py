@@ -18,7 +18,9 @@ from rich.text import Text
 
 from plm_bench.errors import BenchError
 
-console = Console()  # tables keep rich markup for their own colours; user text goes in as Text
+# Names, paths, settings and errors are user text, printed as written: a `[red]` or `[/]` in them is
+# never read as markup, in tables as in lines (colours come as Text styles, never as markup).
+console = Console(markup=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
 
 

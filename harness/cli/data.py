@@ -153,7 +153,9 @@ def overlap(task: str, data_dir: Path | None, splits: tuple[str, ...], top: int,
                       style="bold")
     console.print(table)
     if output:
-        with output.open("w", newline="") as handle:
+        from plm_bench.files import atomic_file
+
+        with atomic_file(output) as replacement, open(replacement.path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["split", "id", "nearest_train_id", "identity"])
             for s in chosen:

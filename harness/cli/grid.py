@@ -24,7 +24,7 @@ from plm_bench.cli.common import (
     parse_options,
     store_option,
 )
-from plm_bench.tasks.sources import default_data_dir
+from plm_bench.tasks.sources import default_data_dir, forget_hashes
 
 
 def launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict:
@@ -71,9 +71,11 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     """
     from plm_bench import plugins
     from plm_bench.results.store import Store, default_store_path
+    from plm_bench.run import inputs
     from plm_bench.run.driver import check_options, drive, split_done
     from plm_bench.run.grid import load_grid
 
+    forget_hashes()  # this command reads every input file's content afresh (run.inputs)
     plan = load_grid(grid_file)
     spec = plugins.get("launcher", launcher)
     if gpus_per_run is not None and gpus_per_run.is_integer():
@@ -87,7 +89,13 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
     store_path = store or default_store_path()
     # a dry run writes nothing, not even a new store
     results = Store(store_path, read_only=dry_run) if store_path.exists() or not dry_run else None
-    todo, done = split_done(plan.configs, results, force, accept_changed)
+    data_dir = (data_dir or default_data_dir()).resolve()  # absolute: workers of other launchers may start elsewhere
+    unreadable: list[str] = []  # workers may see data this machine does not: checked where they run
+    planned = inputs.planned(plan.configs, data_dir, strict=False, unreadable=unreadable)
+    for problem in unreadable:
+        err_console.print(literal(f"note: {problem} (finished runs of that task are taken as done unchecked)"),
+                          soft_wrap=True)
+    todo, done = split_done(plan.configs, results, force, accept_changed, planned)
     for skipped in plan.skipped:
         console.print(literal(f"skipped: {skipped}"), soft_wrap=True)
     if dry_run:
@@ -106,10 +114,10 @@ def grid(grid_file: Path, launcher: str, dry_run: bool, store: Path | None, data
 
     progress = for_command(store_path, err_console, log_json)  # a line per event; workers' events too
     # absolute paths: workers of other launchers may start elsewhere
-    context = RunContext(data_dir=(data_dir or default_data_dir()).resolve(), device=device, progress=progress,
+    context = RunContext(data_dir=data_dir, device=device, progress=progress,
                          artifact_dir=folder_for(store_path).resolve(),
                          pending_dir=pending_folder(store_path).resolve(),
-                         resume_dir=resume_folder(store_path).resolve())
+                         resume_dir=resume_folder(store_path).resolve(), planned=planned)
     with progress:
         records = drive(todo, spec, partial(attempt, context=context), results, options, progress)
     failed = sum(r["status"] == "failed" for r in records)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from plm_bench.cli.common import console, data_dir_option, store_option
+from plm_bench.cli.common import console, data_dir_option, literal, store_option
 from plm_bench.errors import BenchError
+from plm_bench.files import atomic_file
 
 
 def filter_options(command: Callable) -> Callable:
@@ -92,17 +94,18 @@ def leaderboard(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str
     report.caption += notes
     if plot:
         lb.heatmap(report, plot)
-        console.print(f"heatmap written to {plot}")
+        console.print(literal(f"heatmap written to {plot}"))
     if fmt != "table":
         text = lb.render(report, fmt)
         if output:
-            output.write_text(text)
-            console.print(f"{fmt} written to {output}")
+            with atomic_file(output) as replacement:  # an interrupted export leaves the old file whole
+                replacement.path.write_text(text)
+            console.print(literal(f"{fmt} written to {output}"))
         else:
             click.echo(text, nl=False)
         return
     table = Table(*report.label_columns, *report.columns, title=report.title, caption="\n".join(report.caption))
-    for key, cells in report.rows.items():
+    for key, cells in report.rows.items():  # names are user text: `console` reads no markup in them
         table.add_row(*key, *(styled(cells.get(c)) for c in report.columns))
     console.print(table)
 
@@ -119,12 +122,10 @@ def study_logs_in(data_dir: Path | None, notes: list[str]) -> dict | None:
         return None
 
 
-def styled(value) -> str:
-    """Rich markup for a leaderboard cell: gains green, losses and off-reference results red."""
-    from rich.markup import escape
-
+def styled(value) -> Text:
+    """A leaderboard cell: gains green, losses and off-reference results red."""
     from plm_bench.results.leaderboard import text
 
     flags = getattr(value, "flags", ())
     colour = "green" if "gain" in flags else "red" if {"loss", "outside study CI"} & set(flags) else ""
-    return f"[{colour}]{escape(text(value))}[/]" if colour else escape(text(value))
+    return literal((text(value), colour))

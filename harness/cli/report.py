@@ -8,6 +8,7 @@ import click
 
 from plm_bench.cli.common import console, data_dir_option, store_option
 from plm_bench.cli.leaderboard import filter_options, selected, study_logs_in
+from plm_bench.files import atomic_file
 
 
 @click.command()
@@ -46,5 +47,7 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
             found.append(rp.leakage(task, data_dir or default_data_dir()))
             console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
     logs = study_logs_in(data_dir, notes) if any(r["config"].get("protocol") == "study" for r in records) else None
-    output.write_text(rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path), logs), fmt))
+    text = rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path), logs), fmt)
+    with atomic_file(output) as replacement:  # an interrupted write leaves the old report whole
+        replacement.path.write_text(text)
     console.print(f"{fmt} report written to {output}", highlight=False)

@@ -21,7 +21,7 @@ from plm_bench.cli.common import (
     store_option,
 )
 from plm_bench.errors import BenchError
-from plm_bench.tasks.sources import default_data_dir
+from plm_bench.tasks.sources import default_data_dir, forget_hashes
 
 
 @click.command()
@@ -49,12 +49,14 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
     from plm_bench.config import RunConfig, protocol_seeds
     from plm_bench.results import records
     from plm_bench.results.store import Store, folder_for, resume_folder
+    from plm_bench.run import inputs
     from plm_bench.run.driver import attempt, drive, split_done
     from plm_bench.run.progress import for_command
     from plm_bench.run.protocol import RunContext
 
     if seed_list and seed_count:
         raise BenchError("give either --seed (explicit seeds) or --seeds N, not both")
+    forget_hashes()  # this command reads every input file's content afresh (run.inputs)
     if settings["task"].endswith(".toml"):  # the user's own task file, registered for this process and its workers
         from plm_bench.tasks.task import use_task_file
 
@@ -69,15 +71,22 @@ def run(seed_list: tuple[int, ...], seed_count: int | None, device: str, store: 
         _, done = split_done(configs, Store(path, read_only=True) if path.exists() else None, force, accept_changed)
         console.print(settings_table(configs, {c.hash for c in done}))
         return
+    data_dir = data_dir or default_data_dir()
+    planned = inputs.planned(configs, data_dir)  # reads and checks the data before anything is stored
     results = Store(store)
-    todo, done = split_done(configs, results, force, accept_changed)
+    todo, done = split_done(configs, results, force, accept_changed, planned)
     for config in done:
         console.print(literal(f"already done: {config.backbone} {config.task} {config.method} seed {config.seed} "
                               f"(run {results.finished(config.hash)['run_id']}); use --force to rerun"),
                       soft_wrap=True)
+    for config in todo:
+        stale = results.finished(config.hash) if not force else None
+        for change in inputs.changed(stale, planned[config.hash]) if stale else ():
+            err_console.print(literal(f"rerunning {config.backbone} {config.task} {config.method} seed {config.seed} "
+                                      f"(run {stale['run_id']}): its {change} differs"), soft_wrap=True)
     progress = for_command(results.path, err_console, log_json, show_failed=False)  # reported below
-    context = RunContext(data_dir=data_dir or default_data_dir(), device=device, progress=progress,
-                         artifact_dir=folder_for(results.path), resume_dir=resume_folder(results.path))
+    context = RunContext(data_dir=data_dir, device=device, progress=progress, artifact_dir=folder_for(results.path),
+                         resume_dir=resume_folder(results.path), planned=planned)
     with progress:
         ran = drive(todo, plugins.get("launcher", "local"), partial(attempt, context=context), results,
                     {"workers": 1}, progress)

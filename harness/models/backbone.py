@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LONG_POLICIES = ("error", "chunk", "whole")
+MAX_RESIDUES = 40_000  # longest sequence embedded in windows (--long-policy chunk) or by window-free backbones
 
 
 @dataclass
@@ -167,6 +168,11 @@ class Backbone(nn.Module):
         Callers about to embed a whole split call this first, so the error comes before the work.
         """
         if self.long_policy == "chunk" or self.max_length is None:
+            longest = max(range(len(sequences)), key=lambda i: len(sequences[i]), default=None)
+            if longest is not None and len(sequences[longest]) > MAX_RESIDUES:
+                raise BenchError(f"record {names[longest]} has {len(sequences[longest])} residues, more than the "
+                                 f"{MAX_RESIDUES} a sequence may have here (the longest known proteins, titins, "
+                                 "have about 36,000; its embeddings alone would take GBs): leave the record out")
             return
         if self.long_policy == "whole" and not self.positions_limit:
             return

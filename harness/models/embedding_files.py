@@ -46,20 +46,34 @@ def embeddings(backbone: str, examples: list, per_protein: bool, context: RunCon
 
 
 def write(output: Path, kind: str, arrays: dict) -> None:
-    """``arrays`` (id -> array) to ``output`` as ``kind`` (``npz`` or ``h5``)."""
+    """``arrays`` (id -> array) to ``output`` as ``kind`` (``npz`` or ``h5``), every id exactly as
+    given: through a temporary file that replaces ``output`` only once complete, so an interrupted
+    write leaves the old file whole. A file that cannot be written is one error naming it."""
+    import zipfile
+
     import numpy as np
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "npz":
-        np.savez(output, **arrays)
-        return
+    from plm_bench.files import atomic_file
+
+    if kind == "h5":
+        try:
+            import h5py
+        except ImportError:
+            raise BenchError(f"{output}: writing .h5 needs h5py: pip install 'plm-bench[h5]' (or write .npz)") from None
     try:
-        import h5py
-    except ImportError:
-        raise BenchError(f"{output}: writing .h5 needs h5py: pip install 'plm-bench[h5]' (or write .npz)") from None
-    with h5py.File(output, "w") as handle:
-        for name, array in arrays.items():
-            handle.create_dataset(name, data=array).attrs["original_id"] = name
+        with atomic_file(output) as replacement:
+            if kind == "npz":  # np.savez's layout, without its keywords: ids such as `file` or `allow_pickle` stay ids
+                with zipfile.ZipFile(replacement.path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                    for name, array in arrays.items():
+                        with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            else:
+                with h5py.File(replacement.path, "w") as handle:
+                    for name, array in arrays.items():
+                        handle.create_dataset(name, data=array).attrs["original_id"] = name
+    except OSError as exc:
+        raise BenchError(f"{output}: cannot write it ({exc.strerror or exc}); pick another -o or fix the "
+                         "folder's permissions") from None
 
 
 def read(path: Path, examples: list, hidden_size: int | None = None) -> list:
@@ -107,16 +121,29 @@ def load(path: Path) -> dict:
     if not Path(path).is_file():
         raise BenchError(f"{path}: no such embedding file")
     if kind == "npz":
-        with np.load(path, allow_pickle=False) as handle:
-            return {k: handle[k] for k in handle.files}
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as handle:
+                return {k: handle[k] for k in handle.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise unreadable(path, exc) from None
     try:
         import h5py
     except ImportError:
         raise BenchError(f"{path}: reading .h5 needs h5py: pip install 'plm-bench[h5]'") from None
     out = {}
-    with h5py.File(path, "r") as handle:
-        for key, dataset in handle.items():
-            out[key] = dataset[()]
-            if "original_id" in dataset.attrs:
-                out[str(dataset.attrs["original_id"])] = out[key]
+    try:
+        with h5py.File(path, "r") as handle:
+            for key, dataset in handle.items():
+                out[key] = dataset[()]
+                if "original_id" in dataset.attrs:
+                    out[str(dataset.attrs["original_id"])] = out[key]
+    except (OSError, ValueError, KeyError) as exc:
+        raise unreadable(path, exc) from None
     return out
+
+
+def unreadable(path: Path, problem: Exception) -> BenchError:
+    return BenchError(f"{path}: cannot read the embeddings ({type(problem).__name__}: {problem}); is the file "
+                      "complete? Write it again with `bench embed`")

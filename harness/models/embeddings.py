@@ -16,9 +16,10 @@ through a memory map, so a full disk is one error naming the folder and the spac
 temporary file is removed on any failure, and the temporaries of killed processes (SIGKILL,
 SLURM's SIGTERM) by the next cache opened on the folder: their names carry host and pid.
 
-Each entry ends with a checksum of its rows (a SHA-1 over the per-sequence SHA-1s, in order),
-verified whenever it is opened: a zeroed, permuted or overwritten entry is reported and
-recomputed, never used.
+Each entry ends with a checksum of its name (the hash of what it was computed from) and its rows
+(a SHA-1 over the name and the per-sequence SHA-1s, in order), verified whenever it is opened: a
+zeroed, permuted or overwritten entry, or another entry of the same shape copied over it, is
+reported and recomputed, never used.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from plm_bench.errors import BenchError
 from plm_bench.files import CACHE_ENV, atomic_file, cache_root
 from plm_bench.tasks.task import Example
 
-FORMAT_VERSION = 2  # bump when the layout or the meaning of an entry changes (2: checksum trailer)
+FORMAT_VERSION = 3  # bump when the layout or the meaning of an entry changes (2: checksum trailer; 3: over its key)
 CHUNK_ELEMENTS = 1 << 26  # residues x hidden per call of the embedding function (256 MiB at fp32)
 TRAILER = b"plm-bench-sha1:"  # then the 20-byte digest: the last bytes of an entry
 STALE_TEMPORARY_S = 24 * 3600  # a temporary of another host untouched this long is a dead writer's
@@ -98,11 +99,12 @@ class EmbeddingCache:
     for token-level rows (the backbone's special tokens: ``--pooling tokens``)."""
 
     def __init__(self, backbone: nn.Module, hidden_size: int, settings: Mapping[str, Any],
-                 folder: Path | None = None, extra_rows: int = 0) -> None:
+                 folder: Path | None = None, extra_rows: int = 0, weights: str | None = None) -> None:
+        """``weights``: the backbone's :func:`fingerprint` where the caller computed it already."""
         self.hidden_size = hidden_size
         self.extra_rows = extra_rows
         self.folder = Path(folder) if folder else default_folder()
-        self.model_key = json.dumps({"format": FORMAT_VERSION, "weights": fingerprint(backbone),
+        self.model_key = json.dumps({"format": FORMAT_VERSION, "weights": weights or fingerprint(backbone),
                                      "hidden": hidden_size, **settings}, sort_keys=True)
 
     def path(self, examples: Sequence[Example]) -> Path:
@@ -135,11 +137,11 @@ class EmbeddingCache:
         (a corrupt entry is reported, and the caller recomputes it)."""
         try:
             array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):  # absent, or not a readable .npy
+        except (OSError, ValueError, EOFError):  # absent, empty, or not a readable .npy: computed again
             return None
         if array.dtype != np.float16 or array.shape != (sum(lengths), self.hidden_size):
             return None
-        expected = TRAILER + checksum(array, lengths)
+        expected = TRAILER + checksum(array, lengths, path.stem)
         with open(path, "rb") as handle:
             handle.seek(array.offset + array.nbytes)
             trailer = handle.read(len(expected) + 1)  # one byte more: trailing junk is damage too
@@ -185,7 +187,7 @@ class EmbeddingCache:
                         digests[i] = hashlib.sha1(data).digest()
                         written(os.pwrite(out.fileno(), data, start + int(offsets[i]) * row_bytes), data, self.folder,
                                 size)
-                trailer = TRAILER + hashlib.sha1(b"".join(digests)).digest()
+                trailer = TRAILER + hashlib.sha1(path.stem.encode() + b"".join(digests)).digest()
                 written(os.pwrite(out.fileno(), trailer, size - len(trailer)), trailer, self.folder, size)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -193,11 +195,12 @@ class EmbeddingCache:
             raise
 
 
-def checksum(array: np.ndarray, lengths: Sequence[int]) -> bytes:
-    """SHA-1 over the SHA-1 of each sequence's rows, in order (as :meth:`EmbeddingCache._write` computes it)."""
+def checksum(array: np.ndarray, lengths: Sequence[int], name: str) -> bytes:
+    """SHA-1 over the entry's ``name`` (its key) and the SHA-1 of each sequence's rows, in order (as
+    :meth:`EmbeddingCache._write` computes it): an entry only passes under the name it was written for."""
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    return hashlib.sha1(b"".join(hashlib.sha1(array[offsets[i]:offsets[i + 1]]).digest()
-                                 for i in range(len(lengths)))).digest()
+    return hashlib.sha1(name.encode() + b"".join(hashlib.sha1(array[offsets[i]:offsets[i + 1]]).digest()
+                                                 for i in range(len(lengths)))).digest()
 
 
 def no_space(folder: Path, size: int) -> BenchError:

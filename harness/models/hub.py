@@ -43,7 +43,14 @@ def from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
     """
     kwargs = {"trust_remote_code": False, **kwargs}
     if Path(source).is_dir():
-        return cls.from_pretrained(source, **kwargs)
+        try:
+            return cls.from_pretrained(source, **kwargs)
+        except BenchError:
+            raise
+        except Exception as exc:  # OSError, safetensors' SafetensorError, a config that does not parse, ...
+            raise BenchError(f"{source}: cannot load {cls.__name__} from this folder ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); is it a complete checkpoint "
+                             "of this backbone? Point --backbone-path at the saved weights") from None
     try:
         return cls.from_pretrained(source, local_files_only=True, **kwargs)
     except OSError:

@@ -154,6 +154,11 @@ class MethodSpec:
     # Before 0.2 (options as bare defaults): an option added after runs were stored and the value that
     # means "as before it existed"; Option(as_before=...) says the same.
     options_as_before: Mapping[str, Any] = field(default_factory=dict)
+    # Refuses option values the method cannot run with (raise BenchError naming the option and the
+    # fix), called by resolve_options: a bad value fails before the run, never inside it.
+    check: Callable[[dict[str, Any]], None] | None = None
+    adapts: bool = False  # wraps the backbone's transformer with adapters (PEFT): a weightless backbone has none
+
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", declared(self.options))
@@ -176,8 +181,11 @@ class MethodSpec:
             known = ", ".join(sorted(self.options)) or "none"
             raise BenchError(f"method {self.name} has no option {unknown[0]!r} (its options: {known})"
                              f"{did_you_mean(unknown[0], self.options)}; fix --method-option")
-        return {key: option.coerce(f"method {self.name} option {key}", given.get(key, option.default))
-                for key, option in sorted(self.options.items())}
+        options = {key: option.coerce(f"method {self.name} option {key}", given.get(key, option.default))
+                   for key, option in sorted(self.options.items())}
+        if self.check:
+            self.check(options)
+        return options
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -107,14 +107,38 @@ def resume_file(folder: Path, config_hash: str) -> Path:
     return Path(folder) / f"{config_hash}.pt"
 
 
+class NotStored(BenchError):
+    """A finished run whose record the store could not take: it waits in a journal file (named in
+    the message), never replaced by a failure record."""
+
+
 def journal(record: dict, folder: Path) -> Path:
-    """Write ``record`` atomically as ``folder/<config hash>.json`` (temp file, then rename)."""
+    """Write ``record`` atomically as ``folder/<config hash>.json`` (temp file, then rename); a
+    failed record never replaces a journaled finished one (that result would be lost)."""
     path = folder / f"{record['config_hash']}.json"
+    if record["status"] != "finished" and journaled_finished(path):
+        return path
     with atomic_file(path) as replacement, open(replacement.path, "w") as out:
         json.dump(record, out, sort_keys=True)
         out.flush()
         os.fsync(out.fileno())
     return path
+
+
+def damaged(path: Path, problem: Exception) -> BenchError:
+    """The one line for a store SQLite cannot read, with the way to recover what it holds."""
+    return BenchError(f"{path}: the results store is damaged ({problem}); recover what is readable with "
+                      f"`sqlite3 {path} .recover | sqlite3 recovered.sqlite` (or restore a backup) and point --store "
+                      f"at it; records not yet stored wait in {pending_folder(path)} and join the next store a run "
+                      "writes")
+
+
+def journaled_finished(path: Path) -> bool:
+    """Whether ``path`` holds a finished run's journaled record."""
+    try:
+        return json.loads(path.read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Store:
@@ -195,25 +219,31 @@ class Store:
                 return db
             except sqlite3.DatabaseError as exc:
                 problem = exc
+        if "malformed" in str(problem):
+            raise damaged(self.path, problem)
         raise BenchError(f"{self.path}: not a readable results store ({problem}); point --store at another file")
 
     def add(self, record: dict) -> int:
-        """Validate and store ``record``, replacing earlier records of the same config.
+        """Validate and store ``record``: a finished one replaces every earlier record of its config,
+        a failed one only earlier failures (a failed ``--force`` rerun leaves the finished result).
 
-        A write that keeps failing (disk full, I/O error) leaves the record journaled beside
-        the store, named in the error, and the next writer imports it: no result is lost.
+        A write that keeps failing (disk full, I/O error, a lock held too long) leaves the record
+        journaled beside the store, named in the error (:class:`NotStored`), and the next writer
+        imports it: no result is lost.
         """
         records.validate(record)
         text = self._json(record, "run record")
         try:
             run_id = self._attempt(lambda: self._insert(record, text))
-        except sqlite3.OperationalError as problem:
+        except sqlite3.DatabaseError as problem:  # locked, full, read-only, or a damaged page
             kept, pending = self._keep(record), pending_folder(self.path)
             then = ("it" if kept.parent == pending else f"move it into {pending} once the disk has room; then it") + \
                 " is added by the next `bench run` or `bench grid` on this store"
-            raise BenchError(f"{self.path}: the run finished but could not be stored ({problem}); its record is "
-                             f"kept in {kept}: {then}") from None
-        (pending_folder(self.path) / f"{record['config_hash']}.json").unlink(missing_ok=True)
+            raise NotStored(f"{self.path}: the run {'finished' if record['status'] == 'finished' else 'failed'} but "
+                            f"could not be stored ({problem}); its record is kept in {kept}: {then}") from None
+        journaled = pending_folder(self.path) / f"{record['config_hash']}.json"
+        if record["status"] == "finished" or not journaled_finished(journaled):  # a finished result waits on
+            journaled.unlink(missing_ok=True)
         if record["status"] == "finished":  # a failed run keeps its state: the retry resumes from it
             resume_file(resume_folder(self.path), record["config_hash"]).unlink(missing_ok=True)
         if "artifact" in record:
@@ -269,7 +299,8 @@ class Store:
     def _insert(self, record: dict, text: str) -> int:
         config = record["config"]
         with self.db:
-            self.db.execute("DELETE FROM runs WHERE config_hash = ?", (record["config_hash"],))
+            self.db.execute("DELETE FROM runs WHERE config_hash = ? AND (? = 'finished' OR status != 'finished')",
+                            (record["config_hash"], record["status"]))
             cursor = self.db.execute(
                 "INSERT INTO runs (config_hash, status, backbone, task, method, head, seed, record, digest)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -285,8 +316,8 @@ class Store:
                 return journal(record, folder)
             except OSError:
                 continue
-        raise BenchError(f"{self.path}: the run finished but neither the store nor a journal file could be "
-                         "written (no space anywhere); free space and rerun it")
+        raise NotStored(f"{self.path}: the run finished but neither the store nor a journal file could be "
+                        "written (no space anywhere); free space and rerun it")
 
     def recover(self) -> list[int]:
         """Import the journaled records of runs that ended without reaching the store (a driver
@@ -320,7 +351,11 @@ class Store:
         its digest where it has one, validated and given its row id as ``id_name``; a bad one is
         reported once (``problem`` formatted with id and error)."""
         out = []
-        for row_id, text, *stored in self.db.execute(query, args):
+        try:
+            rows = self.db.execute(query, args).fetchall()
+        except sqlite3.DatabaseError as exc:  # a damaged page: one line and the way back, not a traceback
+            raise damaged(self.path, exc) from None
+        for row_id, text, *stored in rows:
             try:
                 if stored and stored[0] is not None and stored[0] != digest(text):
                     raise BenchError("it differs from what plm-bench stored: changed outside plm-bench")

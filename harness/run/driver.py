@@ -19,7 +19,8 @@ from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.plugins.specs import LauncherSpec
 from plm_bench.results import provenance, records
-from plm_bench.results.store import Store, journal
+from plm_bench.results.store import NotStored, Store, journal
+from plm_bench.run import inputs
 from plm_bench.run.progress import Progress
 
 if TYPE_CHECKING:
@@ -47,8 +48,11 @@ def attempt(config: RunConfig, context: RunContext) -> dict:
 
 
 def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False,
-               accept_changed: bool = False) -> tuple[list[RunConfig], list[RunConfig]]:
-    """(to run, already finished). Failed runs are run again; ``force`` reruns everything.
+               accept_changed: bool = False, planned: dict[str, dict] | None = None
+               ) -> tuple[list[RunConfig], list[RunConfig]]:
+    """(to run, already finished). Failed runs are run again; ``force`` reruns everything; so does
+    a finished run whose input files differ now from those its record names (``planned``: config
+    hash -> digests now, :func:`plm_bench.run.inputs.planned`).
 
     A finished run whose code has changed since (:func:`provenance.changes`) is neither: the
     user decides, so this refuses in one line naming what changed, unless ``accept_changed``
@@ -56,10 +60,11 @@ def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = 
     """
     if force or store is None:
         return list(configs), []
+    planned = planned or {}
     done, changed = [], []
     for config in configs:
         record = store.finished(config.hash)
-        if record is None:
+        if record is None or inputs.changed(record, planned.get(config.hash)):
             continue
         stored = asdict(config)
         what = [] if accept_changed else provenance.changes(record, provenance.of(stored, records.SCHEMA_VERSION))
@@ -106,6 +111,7 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
     expected = {c.hash: c for c in configs}
     stored: list[dict] = []
     served_by = provenance.serving({"launcher": launcher.name})
+    unstored: list[str] = []  # records the store could not take, each waiting in a journal the message names
     stream = launcher.launch(list(configs), execute, **options)
     try:
         with progress.following(configs):
@@ -116,6 +122,9 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
                                      f"({record.get('config_hash')}); fix the launcher plugin")
                 try:
                     run_id = store.add(with_launcher(record, served_by))
+                except NotStored as exc:  # journaled: storing a failure instead would hide the finished result
+                    unstored.append(str(exc))
+                    continue
                 except BenchError as exc:
                     record = records.failed(config, str(exc), {}, type(exc).__name__)  # no worker environment here
                     run_id = store.add(with_launcher(record, served_by))
@@ -125,6 +134,9 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
         close = getattr(stream, "close", None)
         if close:
             close()  # a launcher cancels its outstanding work when the driver stops early
+    if unstored:
+        more = f" ({len(unstored) - 1} more runs likewise)" if len(unstored) > 1 else ""
+        raise BenchError(unstored[0] + more)
     if expected:
         raise BenchError(f"launcher {launcher.name} returned no record for {len(expected)} runs; "
                          "rerun the grid to retry them")

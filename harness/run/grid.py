@@ -24,7 +24,7 @@ from pathlib import Path
 import jsonschema
 
 from plm_bench import plugins
-from plm_bench.config import RunConfig, config_fields, required
+from plm_bench.config import RunConfig, config_fields, incompatible, required
 from plm_bench.errors import BenchError
 from plm_bench.files import load_toml
 
@@ -147,6 +147,11 @@ def expand(spec: dict, folder: Path) -> Grid:
     for values, swept in itertools.product(itertools.product(*(axes[axis_key(a)] for a in AXES)),
                                            combinations(sweep)):
         axis = dict(zip(AXES, values, strict=True))
+        method = plugins.default_method() if axis["method"] == "auto" else plugins.get("method", axis["method"])
+        reason = incompatible(plugins.get("backbone", axis["backbone"]), method)
+        if reason:
+            skipped[f"method {method.name} × backbone {axis['backbone']} ({reason})"] = None
+            continue
         for options in combinations(option_sweeps.get(axis["method"], {})):
             config = RunConfig(
                 **axis, backbone_path=str(paths[axis["backbone"]]) if axis["backbone"] in paths else None,
@@ -159,6 +164,9 @@ def expand(spec: dict, folder: Path) -> Grid:
                 skipped[f"head {config.head} × task {task} ({level} level)"] = None
                 continue
             configs.setdefault(config.hash, config)  # e.g. heads "auto" and "mlp-protein" on gb1 are one run
-    if not configs:
+    if not configs and all(reason.startswith("head ") for reason in skipped):
         raise BenchError("no head in heads serves any task in tasks; use heads = [\"auto\"]")
+    if not configs:
+        raise BenchError(f"nothing to run: every combination is skipped ({'; '.join(skipped)}); "
+                         "change the grid's axes")
     return Grid(tuple(configs.values()), tuple(skipped))

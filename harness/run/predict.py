@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plm_bench.errors import BenchError
+from plm_bench.files import atomic_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,7 +77,7 @@ def write_csv(output: Path, task: Task, examples: list[Example], predictions: li
     header = ["id", *(["position", "residue"] if residue else []), "prediction",
               *([f"p_{name}" for name in task.classes] if classify else [])]
     rows = 0
-    with open(output, "w", newline="") as handle:
+    with atomic_file(output) as replacement, open(replacement.path, "w", newline="") as handle:  # never half a file
         writer = csv.writer(handle)
         writer.writerow(header)
         for example, prediction in zip(examples, predictions, strict=True):

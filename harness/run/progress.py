@@ -171,7 +171,7 @@ class Bars:
     STYLE = {"finished": "green", "failed": "red", "early_stop": "yellow"}
 
     def __init__(self, console: Console) -> None:
-        self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.bars = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
         self.runs: dict[str, TaskID] = {}
 

@@ -29,16 +29,17 @@ from plm_bench.errors import BenchError
 from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models import embedding_files
 from plm_bench.models.backbone import Backbone, load_backbone
-from plm_bench.models.embeddings import EmbeddingCache
+from plm_bench.models.embeddings import EmbeddingCache, fingerprint
 from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
+from plm_bench.run import inputs
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
 from plm_bench.run.training import Checkpoint, Model, Outcome, predict, restore, split_loss, train
-from plm_bench.tasks.metrics import constant_labels, evaluate, score
+from plm_bench.tasks.metrics import CORRELATIONS, constant_labels, evaluate, score
 from plm_bench.tasks.overlap import identity_subset, repeats
-from plm_bench.tasks.sources import unverified_reads
+from plm_bench.tasks.sources import forget_hashes, read_digests, unverified_reads
 from plm_bench.tasks.task import Example, Task
 
 
@@ -54,6 +55,9 @@ class RunContext:
     # where a run saves its training state after each validation, for a rerun to resume from (the store's
     # resume_folder, which deletes it once the record is stored); None: no checkpointing
     resume_dir: Path | None = None
+    # config hash -> its input files' digests when the command planned it (run.inputs.planned); a run
+    # whose files differ by the time it starts stops (the seeds of one command read one version)
+    planned: dict[str, dict] = field(default_factory=dict)
 
     @property
     def torch_device(self) -> torch.device:
@@ -78,14 +82,22 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     reset_peak_memory(device)
     task: Task = plugins.get("task", config.task)
     unverified_reads.clear()
+    forget_hashes()  # every input is read from its content at least once per run
     splits, duplicates = repeats(limit(task.load(context.data_dir), config), config.dedup, task.name)
+    files = inputs.of_run(config, read_digests)
+    inputs.check_planned(config, files, context.planned.get(config.hash))
     splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=torch.get_num_threads())
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
-    backbone, model = build(config, task, device)
+    if warnings and task.metric in CORRELATIONS:  # the result (or the checkpoint choice) would be undefined
+        raise BenchError(f"task {task.name}: {warnings[0].split(':')[0]}, so its primary metric {task.metric} is "
+                         "undefined there; give that split varied labels (with --limit-eval, draw more records)")
+    loaded = load(config, device)
+    weights = fingerprint(loaded)  # the weights as loaded, before any adapter: the record names them
+    backbone, model = build(config, task, device, loaded)
     splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
-    features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
+    features = frozen_features(backbone, splits, config, context, weights) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
     if config.standardize:
         model.head.fit_standardization(features["train"])  # build() checked that the head can
@@ -138,6 +150,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
         **({"truncation": truncated} if truncated else {}),
         duplicates=duplicates,
+        inputs={**files, "weights": f"blake2b:{weights}"},
         **({"test_subset": test_subset} if test_subset else {}),
         parameters=parameter_counts(backbone, model),
         adapter=artifacts.adapter_config(model),
@@ -187,19 +200,26 @@ def dtype_name(*tensors) -> str:
     return "none" if first is None else str(first.dtype).removeprefix("torch.")
 
 
-def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone, Model]:
-    """The run's model before training: the backbone as loaded, adapted by the method (or
-    frozen), and a fresh head. Predicting with a saved run rebuilds it exactly this way."""
+def load(config: RunConfig, device: torch.device) -> Backbone:
+    """The run's backbone as loaded, seeded first (random-init weights depend on the seed)."""
     spec = plugins.get("backbone", config.backbone)
+    seed_everything(config.seed)
+    return load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
+                         init=config.init, long_policy=config.long_policy)
+
+
+def build(config: RunConfig, task: Task, device: torch.device, loaded: Backbone | None = None
+          ) -> tuple[Backbone, Model]:
+    """The run's model before training: the backbone as loaded (``loaded``, else :func:`load`),
+    adapted by the method (or frozen), and a fresh head. Predicting with a saved run rebuilds it
+    exactly this way."""
     method = plugins.get("method", config.method)
     head_spec = plugins.get("head", config.head)
     if task.level not in head_spec.levels:
         raise BenchError(f"head {head_spec.name} cannot serve {task.level}-level task {task.name}")
     options = method.resolve_options(config.method_options)
 
-    seed_everything(config.seed)
-    backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
-                             init=config.init, long_policy=config.long_policy)
+    backbone = loaded if loaded is not None else load(config, device)
     if method.configure:
         method.configure(backbone, options)
     if head_spec.tokens and not method.trains_backbone:
@@ -294,7 +314,7 @@ def truncate(splits: dict[str, list[Example]], config: RunConfig,
 
 
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
-                    context: RunContext) -> dict[str, Sequence[torch.Tensor]]:
+                    context: RunContext, weights: str | None = None) -> dict[str, Sequence[torch.Tensor]]:
     """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
     the entry depends on the weights, the settings below, the layers the backbone outputs and the
     sequences, not on the seed, head or learning rate, so those reuse it. With ``--embeddings``
@@ -306,7 +326,7 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
         if backbone.output_layers:
             raise BenchError("--embeddings reads the file's embeddings as they are; the frozen method's layer "
                              "options choose what the backbone computes: drop one or the other")
-        path = embedding_files.path_of(config.embeddings)
+        path = embedding_files.path_of(embedding_files.identified(config.embeddings))  # refused if it changed
         device = context.torch_device
         return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
                 for name, examples in splits.items()}
@@ -319,7 +339,7 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
     if tokens:  # token rows, special tokens included: entries of their own; residue entries keep their key
         settings["pooling"] = "tokens"
     extra = backbone.special_tokens if tokens else 0
-    cache = EmbeddingCache(backbone, backbone.hidden_size, settings, extra_rows=extra)
+    cache = EmbeddingCache(backbone, backbone.hidden_size, settings, extra_rows=extra, weights=weights)
     embed = partial(embed_all, backbone, context=context, tokens=tokens)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 

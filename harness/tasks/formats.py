@@ -27,15 +27,23 @@ def header_fields(header: str) -> dict[str, str]:
     return {k.lower(): v for k, _, v in (token.partition("=") for token in header.split()) if _}
 
 
+MAX_FIELD_CHARS = 16 << 20  # per-residue labels of the longest proteins (about 36,000 residues) fit many times
+
+
 def csv_rows(files: Files, source, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV source, numbered as records (header = record 0), with ``columns`` checked."""
     where = files.where(source)
+    csv.field_size_limit(MAX_FIELD_CHARS)  # per-residue labels of a long protein exceed csv's 128 KiB default
     reader = csv.DictReader(io.StringIO(files.text(source), newline=""))
-    absent = [c for c in columns if c not in (reader.fieldnames or [])]
-    if absent:
-        raise BenchError(f"{where}: no column {absent[0]!r} (columns: {reader.fieldnames}); fix the file or "
-                         "the task's column options")
-    rows = list(enumerate(reader, start=1))
+    try:
+        absent = [c for c in columns if c not in (reader.fieldnames or [])]
+        if absent:
+            raise BenchError(f"{where}: no column {absent[0]!r} (columns: {reader.fieldnames}); fix the file or "
+                             "the task's column options")
+        rows = list(enumerate(reader, start=1))
+    except csv.Error as exc:
+        raise BenchError(f"{where} line {reader.line_num}: {exc} (a field may hold at most {MAX_FIELD_CHARS} "
+                         "characters); fix the file") from None
     for n, row in rows:
         if None in row or None in row.values():  # DictReader's marks of a row longer / shorter than the header
             raise BenchError(f"{where} record {n}: {'more' if None in row else 'fewer'} fields than the header's "

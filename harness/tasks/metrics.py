@@ -130,17 +130,21 @@ def pooled(task: Task, examples: Sequence[Example], predictions: Sequence[np.nda
     return y_true, y_pred
 
 
+CORRELATIONS = ("spearman", "pearson")
+
+
 def constant_labels(task: Task, split: str, examples: Sequence[Example]) -> str | None:
-    """A warning when ``examples`` all carry one label: the task's correlations then score 0 by
-    the rule above, a number that must not pass for a result unremarked."""
-    correlations = [m for m in task.metrics if m in ("spearman", "pearson")]
+    """A warning when ``examples`` all carry one label: the task's correlations are undefined there.
+    A run refuses such a split when its primary metric is one; :func:`evaluate` leaves undefined
+    secondary ones out of the record (never a 0 that would pass for a result)."""
+    correlations = [m for m in task.metrics if m in CORRELATIONS]
     if not correlations or not examples:
         return None
     labels = np.concatenate([np.atleast_1d(np.asarray(e.label, dtype=float))[
         slice(None) if e.mask is None else np.asarray(e.mask, bool)] for e in examples])
     if len(labels) == 0 or np.ptp(labels) != 0:
         return None
-    return f"every {split} label is {labels[0]:g}: {', '.join(correlations)} are undefined there and stored as 0"
+    return f"every {split} label is {labels[0]:g}: {', '.join(correlations)} undefined there, not stored"
 
 
 def compute(task: Task, name: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -152,6 +156,8 @@ def evaluate(task: Task, examples: Sequence[Example], predictions: Sequence[np.n
     y_true, y_pred = pooled(task, examples, predictions)
     values: dict[str, float] = {}
     for name in task.metrics:
+        if name in CORRELATIONS and np.ptp(y_true) == 0:
+            continue  # undefined on constant labels: left out (shown as missing), never stored as 0
         values.update(compute(task, name, y_true, y_pred))
     return values
 

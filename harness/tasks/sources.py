@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from plm_bench.errors import BenchError
-from plm_bench.files import atomic_file, cache_root, current_umask
+from plm_bench.files import atomic_file, current_umask
 
 SPLITS = ("train", "valid", "test")
 HEX = {"sha256": 64, "git_blob": 40, "git_tree": 40}
@@ -42,12 +42,26 @@ TIMEOUT_S = 60
 ALLOW_UNVERIFIED = "PLM_BENCH_ALLOW_UNVERIFIED"
 MAX_DOWNLOAD_BYTES = 16 << 30  # larger than any task's file; a bigger download is a wrong or hostile URL
 MAX_MEMBER_BYTES = 4 << 30  # an archive member is read into memory
+# A task file is read and parsed in memory (about 5x its size at peak): larger than any task's file
+# (the biggest, AAV's and meltome's CSVs, are tens of MB), so a bigger one is the wrong file
+MAX_FILE_BYTES = 512 << 20
 unverified_reads: set[str] = set()  # unverified files read by this process; a run's record lists them
+# "kind:hex" of each task file a load verified since forget_hashes(), by path: a run's record keeps them
+read_digests: dict[str, str] = {}
+_hashed: dict[str, str] = {}  # (kind, files' size and mtime) -> digest read from the content since forget_hashes()
 
 
 def unverified_allowed() -> bool:
     return os.environ.get(ALLOW_UNVERIFIED, "") not in ("", "0")
 RACY_NS = 2_000_000_000  # files modified more recently than this are hashed every time (see stamped_digest)
+
+
+def forget_hashes() -> None:
+    """Make the next digest of every file read its content again: each run verifies its inputs at
+    least once, since an edit that keeps a file's size and restores its mtime fools any stamp."""
+    _hashed.clear()
+    read_digests.clear()
+
 
 
 def default_data_dir() -> Path:
@@ -156,8 +170,8 @@ def git_tree_of(folder: Path, members: Iterable[str]) -> str:
 
 def status(path: Path, source: Source) -> str:
     """``present`` (checksum verified), ``unverified`` (no published checksum), ``missing``
-    or ``corrupt``. A file verified before and unchanged since (same size and mtime) is not
-    hashed again: see :func:`stamped_digest`."""
+    or ``corrupt``. A file verified earlier in this run and unchanged since (same size and mtime)
+    is not hashed again: see :func:`stamped_digest`."""
     if source.members:
         if not path.is_dir() or any(not (path / m).is_file() for m in source.members):
             return "missing"
@@ -175,33 +189,33 @@ def status(path: Path, source: Source) -> str:
 
 
 def stamped_digest(files: list[Path], kind: str, compute: Callable[[], str]) -> str:
-    """``compute()``, the ``kind`` digest of ``files``, remembered in a stamp under
-    ``cache_root()/verified`` with each file's size and mtime: while those are unchanged the
-    stamp answers and nothing is re-read (hashing a large archive costs seconds per run).
+    """``compute()``, the ``kind`` digest of ``files``, computed from their content once per run
+    (:func:`forget_hashes`) and remembered for the rest of it while each file's size and mtime stay
+    as they were (hashing a large archive costs seconds, and a run checks its files more than once).
 
-    A stamp only ever stores what ``compute`` returned for files of exactly that size and mtime,
-    so a changed file misses; files modified in the last ``RACY_NS`` get no stamp, since a write
-    within the same timestamp tick would leave size and mtime as they were. A stamp that cannot
-    be written just means hashing next time.
+    Never remembered across runs: a stamp on disk would be fooled by an edit that keeps the size
+    and restores the mtime. Files modified in the last ``RACY_NS`` are not remembered at all, since
+    a write within the same timestamp tick would leave size and mtime as they were.
     """
     facts = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     key = json.dumps([kind, facts])
-    stamp = cache_root() / "verified" / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
-    try:
-        saved = json.loads(stamp.read_text())
-        if saved["key"] == key:
-            return saved["digest"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no stamp yet, or an unreadable one: hash
+    if key in _hashed:
+        return _hashed[key]
     digest = compute()
-    if time.time_ns() - max(mtime for _, _, mtime in facts) < RACY_NS:
-        return digest  # could still change within its mtime's tick, unseen (git's "racy" files): no stamp
-    try:
-        with atomic_file(stamp) as replacement:  # concurrent runs read a whole stamp or none
-            replacement.path.write_text(json.dumps({"key": key, "digest": digest}))
-    except OSError:
-        pass  # a read-only cache costs a re-hash next run, nothing else
+    if time.time_ns() - max(mtime for _, _, mtime in facts) >= RACY_NS:
+        _hashed[key] = digest  # could still change within its mtime's tick, unseen (git's "racy" files)
     return digest
+
+
+def content_digest(path: Path, source: Source) -> str:
+    """``kind:hex`` of the local copy of ``source`` as it is now: its checksum's kind (sha256 for a
+    file without one, such as a custom task's own), read from the content once per run."""
+    if source.members:
+        files = [path / m for m in sorted(source.members)]
+        return "git_tree:" + stamped_digest(files, "git_tree", lambda: git_tree_of(path, source.members))
+    if source.git_blob:
+        return "git_blob:" + stamped_digest([path], "git_blob", lambda: git_blob_of(path))
+    return "sha256:" + stamped_digest([path], "sha256", lambda: sha256_of(path))
 
 
 def how_to_supply(task: str, source: Source, path: Path) -> str:
@@ -239,10 +253,19 @@ def read_bytes(data_dir: Path, folder: str, task: str, source: Source, name: str
     if source.members:
         if name not in source.members:
             raise BenchError(f"{path}: {name!r} is not among the folder's members")
-        return (path / name).read_bytes()
+        return bounded_read(path / name)
     if not source.member:
-        return path.read_bytes()
+        return bounded_read(path)
     return read_member(path, source.member)
+
+
+def bounded_read(path: Path) -> bytes:
+    """The file's bytes, or one error when it is larger than ``MAX_FILE_BYTES`` (it is parsed in memory)."""
+    size, limit = path.stat().st_size, MAX_FILE_BYTES
+    if size > limit:
+        raise BenchError(f"{path}: {size / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB a task or "
+                         "sequence file may hold (it is parsed in memory); is it the right file? Split it if so")
+    return path.read_bytes()
 
 
 def read_member(path: Path, member: str) -> bytes:

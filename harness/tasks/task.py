@@ -48,12 +48,15 @@ from plm_bench.tasks.sources import (
     RACY_NS,
     SPLITS,
     Source,
+    content_digest,
     missing,
     read_bytes,
+    read_digests,
     readable_text,
     sha256_of,
     stamped_digest,
     status,
+    verified_path,
 )
 
 LEVELS = ("protein", "residue")
@@ -194,6 +197,12 @@ class Files:
 
     def text(self, source: Source, name: str = "") -> str:
         return readable_text(self.read(source, name), self.where(source, name))
+
+    def digests(self) -> dict[str, str]:
+        """``kind:hex`` of each source's local copy as it is now, by its name in the task folder (not
+        the path: the same files under another --data-dir are the same inputs); missing or corrupt
+        copies are one error. What a parse of these files depends on."""
+        return {s.name: content_digest(verified_path(self.root, "", self.task, s), s) for s in self.sources}
 
 
 @dataclass(frozen=True)
@@ -420,25 +429,32 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
                   for f in definition.get("forms", [top_level_form(definition)]))
     folder = definition.get("folder", "")
 
-    parsed: dict[tuple, Splits] = {}  # per process: the seeds of one invocation parse the files once
+    # per process: the seeds of one invocation parse the files once; (splits, files read, their digests)
+    parsed: dict[tuple, tuple[Splits, Files, dict[str, str]]] = {}
 
     def load(data_dir: Path, splits: Sequence[str] = SPLITS) -> Splits:
-        """The splits, parsed again only when a file of the task's folder changed (size, mtime)."""
+        """The splits, parsed again when a file of the task's folder changed (size, mtime) or a file
+        the parse read has other content now (read again once per run: sources.forget_hashes).
+        The digests of the files read go to ``sources.read_digests`` for the run's record."""
         root = base if base is not None else Path(data_dir) / (folder or name)
         facts = file_facts(root)
         key = (str(root.resolve()), tuple(splits), facts)
-        result = parsed.get(key) or parse(root, splits)
+        cached = parsed.get(key)
+        if cached is None or cached[1].digests() != cached[2]:
+            cached = parse(root, splits)
         if time.time_ns() - max((mtime for *_, mtime in facts), default=0) >= RACY_NS:
-            parsed[key] = result  # files just written could change unseen within their mtime's tick
-        return {split: list(examples) for split, examples in result.items()}
+            parsed[key] = cached  # files just written could change unseen within their mtime's tick
+        read_digests.update(cached[2])
+        return {split: list(examples) for split, examples in cached[0].items()}
 
-    def parse(root: Path, splits: Sequence[str]) -> Splits:
+    def parse(root: Path, splits: Sequence[str]) -> tuple[Splits, Files, dict[str, str]]:
         raw_needed = rule.raw_splits(splits)
         form = next((f for f in forms if not f.missing(root, raw_needed)), None)
         if form is None:
             first = forms[0].missing(root, raw_needed)[0]
             raise missing(root / first.file, name, first)
         files = Files(root=root, task=name, sources=form.feeding(raw_needed), local=local)
+        digests = files.digests()  # before reading: a file changed during the parse fails the next check
         raw = formats[form.format](files, form, labels, raw_needed)
         check_unique_ids(raw, f"task {name} ({', '.join(files.where(s) for s in files.sources)})")
         result = rule.apply(raw, f"task {name}")
@@ -447,7 +463,7 @@ def declarative_task(definition: dict, formats: Mapping[str, Parser], where: str
                 raise BenchError(f"task {name}: no {split} records in "
                                  f"{', '.join(files.where(s) for s in files.sources)}; "
                                  "give records of that split or a split rule that carves it")
-        return {split: result[split] for split in splits}
+        return {split: result[split] for split in splits}, files, digests
 
     return Task(name=name, level=labels.level, type=labels.type, metric=definition["metric"],
                 classes=labels.classes, description=definition.get("description", ""),
@@ -508,9 +524,8 @@ def custom_task_name(path: Path, definition: dict) -> str:
     names = sorted({s["file"] for f in forms for s in f.get("sources", [{"file": f.get("file")}]) if s.get("file")})
     members = {s["file"]: s.get("members", ()) for f in forms for s in f.get("sources", ())}
     for name in names:
-        target = path.parent / name
-        for file in [target / m for m in members.get(name, ())] or [target]:
-            digest.update(f"\0{file.relative_to(path.parent)}\0{file_digest(file)}".encode())
+        for relative in [Path(name) / m for m in members.get(name, ())] or [Path(name)]:
+            digest.update(f"\0{relative}\0{file_digest(path.parent / relative)}".encode())
     return f"{definition['name']}@{digest.hexdigest()[:12]}"
 
 
