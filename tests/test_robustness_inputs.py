@@ -255,7 +255,7 @@ def test_a_store_that_cannot_take_a_finished_record_keeps_it_journaled(tmp_path,
 
 @pytest.mark.parametrize(("extra", "message"), [
     (("--seed", "-5"), "--seed -5: seeds run from 0 to 4294967295"),
-    (("--backbone", "esm2-8m", "--method", "lora", "--method-option", "rank=0"), "option rank=0: must be at least 1"),
+    (("--backbone", "esm2-8m", "--method", "lora", "--method-option", "rank=0"), "option rank=0: expected int >= 1"),
     (("--method", "lora"), "backbone onehot has no weights, so method lora has no layers to put adapters on"),
     (("--method", "frozen", "--backbone-path", "."), "backbone onehot has no weights, so the folder would be"),
 ])
