@@ -10,6 +10,7 @@ trains on and scores.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import platform
@@ -30,6 +31,7 @@ from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models import embedding_files
 from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import EmbeddingCache
+from plm_bench.models.precision import Precision, resolve_precision
 from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
@@ -85,7 +87,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     backbone, model = build(config, task, device)
     splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
-    features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
+    features = frozen_features(backbone, splits, config, context, model.precision) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
     if config.standardize:
         model.head.fit_standardization(features["train"])  # build() checked that the head can
@@ -135,6 +137,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "still_improving": still_improving(outcome),
         },
         history=outcome.history,
+        precision=precision_section(config, backbone, model, outcome),
         **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
         **({"truncation": truncated} if truncated else {}),
         duplicates=duplicates,
@@ -160,6 +163,18 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         },
         environment=environment(device),
     )
+
+
+def precision_section(config: RunConfig, backbone: Backbone, model: Model, outcome: Outcome) -> dict:
+    """What the run computed and stored in which precision, and what loss scaling skipped:
+    ``compute`` is the backbone's (embedding included), ``training`` the training steps'."""
+    frozen = [p for p in (*backbone.parameters(), *model.parameters()) if not p.requires_grad]
+    section = {"setting": config.precision, "compute": model.precision.name, "training": model.compute.name,
+               "trainable": dtype_name(model.trainable_parameters()), "frozen": dtype_name(frozen),
+               "loss_scaling": model.compute.name == "fp16-mixed", "skipped_steps": outcome.skipped_steps}
+    if outcome.scaler:
+        section["final_loss_scale"] = outcome.scaler["scale"]
+    return section
 
 
 def still_improving(outcome: Outcome) -> bool:
@@ -198,7 +213,10 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
     options = method.resolve_options(config.method_options)
 
     seed_everything(config.seed)
-    backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
+    precision = resolve_precision(config.precision, config.dtype, spec.dtypes, device, spec.name)
+    # weights that will train load in fp32 (not rounded through 16-bit on the way); frozen ones are cast down below
+    backbone = load_backbone(spec, config.backbone_path or spec.hub_id, device,
+                             dtype="fp32" if method.trains_backbone else precision.storage,
                              init=config.init, long_policy=config.long_policy)
     if method.configure:
         method.configure(backbone, options)
@@ -208,9 +226,11 @@ def build(config: RunConfig, task: Task, device: torch.device) -> tuple[Backbone
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
     head = fresh_head(config, task, backbone, method.trains_backbone).to(device)
     if method.trains_backbone:
-        return backbone, Model(method.prepare(backbone, options), head, tokens=head_spec.tokens).to(device)
+        model = Model(method.prepare(backbone, options), head, tokens=head_spec.tokens, precision=precision).to(device)
+        precision.apply(model)
+        return backbone, model
     backbone.requires_grad_(False)
-    return backbone, Model(None, head).to(device)
+    return backbone, Model(None, head, precision=precision).to(device)
 
 
 def fresh_head(config: RunConfig, task: Task, backbone: Backbone, trains_backbone: bool) -> torch.nn.Module:
@@ -294,11 +314,11 @@ def truncate(splits: dict[str, list[Example]], config: RunConfig,
 
 
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
-                    context: RunContext) -> dict[str, Sequence[torch.Tensor]]:
+                    context: RunContext, precision: Precision | None = None) -> dict[str, Sequence[torch.Tensor]]:
     """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
     the entry depends on the weights, the settings below, the layers the backbone outputs and the
     sequences, not on the seed, head or learning rate, so those reuse it. With ``--embeddings``
-    they come from that file."""
+    they come from that file. ``precision``: the policy the backbone computes in (default fp32)."""
     if config.embeddings:
         if backbone.output_layers:
             raise BenchError("--embeddings reads the file's embeddings as they are; the frozen method's layer "
@@ -308,10 +328,13 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
         return {name: [t.to(device) for t in embedding_files.read(path, examples, backbone.hidden_size)]
                 for name, examples in splits.items()}
     settings = {"dtype": config.dtype, "long_policy": config.long_policy}
+    precision = precision or Precision("fp32", context.torch_device.type, "fp32")
+    if precision.mixed:  # fp32 entries keep the key of releases before mixed precision, which computed the same
+        settings["precision"] = precision.name
     if backbone.output_layers:  # the final output keeps its key, so its entries of earlier releases stay valid
         settings["layers"] = list(backbone.output_layers)
     cache = EmbeddingCache(backbone, backbone.hidden_size, settings)
-    embed = partial(embed_all, backbone, context=context)
+    embed = partial(embed_all, backbone, context=context, precision=precision)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 
 
@@ -358,11 +381,12 @@ def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[E
 
 @torch.no_grad()
 def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
-              batch_size: int = 8) -> list[torch.Tensor]:
+              batch_size: int = 8, precision: Precision | None = None) -> list[torch.Tensor]:
     """Per-residue embeddings of each example, computed once, kept on the run's device.
 
     Batches group sequences of similar length under a residue budget (at most ``batch_size``
     sequences each), so padding stays small and a batch of long proteins does not blow memory.
+    The backbone computes under ``precision``'s autocast (none: as its weights are stored).
     """
     backbone.eval()
     backbone.check_lengths([e.sequence for e in examples], [e.id for e in examples])
@@ -370,7 +394,8 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
     context.progress.embedding(len(examples))
     job = context.progress.add_task("embedding", total=len(examples))
     for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
-        residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx])
+        with precision.autocast() if precision else contextlib.nullcontext():
+            residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx])
         for row, i in enumerate(idx):
             out[i] = residues.hidden[row, : len(examples[i].sequence)].float()
         context.progress.advance(job, len(idx))
