@@ -193,3 +193,21 @@ def test_the_study_computes_in_fp16_mixed_except_ankh_and_frozen_embeddings():
     assert resolved("esm2-8m", "frozen") == "auto"
     assert resolved("esm2-8m", "full", precision="bf16-mixed") == "bf16-mixed"  # explicit beats the protocol
     assert resolved("esm2-8m", "full", dtype="fp32") == "auto"  # an explicit --dtype picks the compute
+
+
+def test_profiles_measure_each_precision_as_its_own_entry(tiny_esm):
+    from plm_bench.measure.profiler import Profiler, profile_config
+    from plm_bench.results import profiles
+
+    keys = set()
+    for precision in ("fp32", "bf16-mixed", "fp16-mixed"):
+        config = profile_config("esm2-8m", "full", backbone_path=str(tiny_esm), precision=precision)
+        profiler = Profiler(config, CPU)
+        rate = profiler.rate("train", 2, 16, 2)
+        assert profiler.model.precision.name == precision
+        state = [v for s in profiler.optimizer.state.values() for k, v in s.items() if k.startswith("exp_avg")]
+        assert {p.dtype for p in profiler.model.trainable_parameters()} == {v.dtype for v in state} == {torch.float32}
+        entry = profiles.entry(config, precision=precision, dtype="float32", device="CPU", parameters={"trainable": 1,
+                               "total": 1}, rates=[rate], peak_flops=None, envelope=None, environment={})
+        keys.add(profiles.key(entry))
+    assert len(keys) == 3
