@@ -98,7 +98,4 @@ def resolve_precision(precision: str, dtype: str, supported: Sequence[str], devi
     if storage != "fp32" and storage != compute:
         raise BenchError(f"--dtype {storage} stores frozen weights in {storage}, which --precision {precision} does "
                          f"not compute in: use --dtype {compute} or --precision {MIXED[storage]}")
-    if storage not in supported:
-        raise BenchError(f"backbone {backbone} cannot be stored in {storage} (it supports {', '.join(supported)}); "
-                         "use --dtype fp32")
     return Precision(precision, device.type, storage)
