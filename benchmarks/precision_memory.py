@@ -12,7 +12,8 @@ batch 1, through ``plm_bench.measure.profiler`` as ``bench profile`` measures it
 Held: what the model keeps between steps (weights, gradients, optimizer state: exact tensor
 bytes). Peak: one step's peak memory (CPU: the process's peak resident set above what it held
 apart from the model; CUDA: torch's peak reserved memory), per sequence length. Step time is a
-ratio to fp32's within this run. Output: a markdown table for benchmarks/README.md.
+ratio to fp32's within this run (two steps each: only meaningful on an otherwise idle machine).
+Output: a markdown table for benchmarks/README.md.
 
     python benchmarks/precision_memory.py                      # esm2-35m on CPU
     python benchmarks/precision_memory.py --device cuda --backbone esm2-650m --length 512 --length 1024
@@ -83,7 +84,7 @@ def main(backbone: str, device: str, lengths: tuple[int, ...]) -> None:
     print("| path | trainable weights | AdamW moments | held (MiB) | bytes / trainable weight | held vs pure bf16 | "
           + " | ".join(f"step peak at {n} (MiB)" for n in lengths) + f" | peak at {lengths[-1]} vs pure bf16 | "
           f"step time vs fp32 (length {lengths[0]}) |")
-    print("|---" * (7 + len(lengths)) + "|")
+    print("|---" * (8 + len(lengths)) + "|")
     for path, row in rows.items():
         peaks = " | ".join(f"{p / MIB:.0f}" if p is not None else "OOM" for p in row["peaks"].values())
         last, old_last = row["peaks"][lengths[-1]], old["peaks"][lengths[-1]]
