@@ -103,7 +103,7 @@ class Plan:
 
 
 GPU_PLAN = Plan(smoke=False, backbones=BACKBONES, batch_size=8, length=512, steps=10, warmup=3, unit="GiB",
-                budgets=STUDY_BUDGETS_GIB, resolution=64, start=64, cap=None, time_budget=420.0, precision_epochs=2,
+                budgets=STUDY_BUDGETS_GIB, resolution=64, start=64, cap=None, time_budget=420.0, precision_epochs=1,
                 precision_limit=None)
 SMOKE_PLAN = Plan(smoke=True, backbones=tuple(SMOKE_CHECKPOINTS), batch_size=2, length=32, steps=1, warmup=1,
                   unit="MiB", budgets=STUDY_BUDGETS_GIB, resolution=128, start=128, cap=256, time_budget=420.0,
