@@ -14,7 +14,7 @@ builds them offline from registry.toml's architecture tables, in bf16), each mea
 - model FLOP utilization against the dense GEMM peak measured on the same device in the models'
   dtype (``cpu_peak.gemm_peak``);
 - the precision policy at work, first: ESM2-8M (random init) fully fine-tuned on disorder under
-  ``--protocol study``, one seed, a few epochs, in fp32, bf16-mixed and fp16-mixed (the study's
+  ``--protocol study``, one seed, one epoch, in fp32, bf16-mixed and fp16-mixed (the study's
   choice), each with its test Spearman, validation loss curve, epochs run, wall time and skipped
   fp16 steps, as the run records give them. Throughput and envelopes use ``--precision auto``
   (bf16-mixed on a GPU with bf16).
