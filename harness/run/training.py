@@ -421,7 +421,10 @@ def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Opti
     HF Trainer's ``fp16=True`` does (the scheduler does not advance; ``state.skipped_steps``
     counts it); an overflow at a scale of 1 or less is no longer a scaling problem (the study's
     DeepSpeed config had ``min_loss_scale`` 1) and stops the run, as any non-finite loss or
-    gradient does without a scaler (:class:`NonFinite`).
+    gradient does without a scaler (:class:`NonFinite`). The gradient norm is checked where it is
+    computed anyway (clipping) and under bf16-mixed; an fp32 step without clipping checks its loss
+    only (a norm costs a tiny head's step ~15 %), and a non-finite fp32 gradient shows up as the
+    next step's non-finite loss.
     """
     total_weight = units.weight(idx)
     if total_weight == 0:
@@ -439,11 +442,12 @@ def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Opti
                 scaler.scale(loss).backward()
                 total += loss.item()
             scaler.unscale_(optimizer)
-            grads = [p.grad for p in parameters if p.grad is not None]
-            norm = (nn.utils.clip_grad_norm_(parameters, grad_clip) if grad_clip else
-                    nn.utils.get_total_norm(grads) if grads else torch.zeros(()))
+            norm = nn.utils.clip_grad_norm_(parameters, grad_clip) if grad_clip else None
             if not scaler.is_enabled():
-                if not torch.isfinite(norm):
+                if norm is None and model.compute.mixed:
+                    grads = [p.grad for p in parameters if p.grad is not None]
+                    norm = nn.utils.get_total_norm(grads) if grads else None
+                if norm is not None and not torch.isfinite(norm):
                     raise NonFinite(f"the gradient norm became {norm.item()}")
                 optimizer.step()
             else:
