@@ -12,14 +12,21 @@ builds them offline from registry.toml's architecture tables, in bf16), each mea
   Figure 5b), from torch's peak reserved GPU memory (``Profiler.envelope``: growth, then bisection
   to 64 residues, a handful of probes);
 - model FLOP utilization against the dense GEMM peak measured on the same device in the models'
-  dtype (``cpu_peak.gemm_peak``).
+  dtype (``cpu_peak.gemm_peak``);
+- the precision policy at work, first: ESM2-8M (random init) fully fine-tuned on disorder under
+  ``--protocol study``, one seed, one epoch, in fp32, bf16-mixed and fp16-mixed (the study's
+  choice), each with its test Spearman, validation loss curve, epochs run, wall time and skipped
+  fp16 steps, as the run records give them. Throughput and envelopes use ``--precision auto``
+  (bf16-mixed on a GPU with bf16).
 
 Every measurement has a fixed number of steps, a backbone is skipped (and recorded as skipped)
 when the time it would take by the ones before it would pass the time budget, and the report is
 rewritten after every backbone, so a run cut short still leaves what it measured.
 ``--smoke`` runs the same code on CPU in seconds, on the tiny random-weight checkpoints of the
 tests (tests/checkpoints.py, one per family, loaded under the real backbones' names) with the
-budgets scaled from GiB to MiB: CI runs it so the check cannot rot; its figures are not figures.
+budgets scaled from GiB to MiB and the precision runs cut to a few disorder proteins: CI runs it
+so the check cannot rot; its figures are not figures. Task data: ``--data-dir`` (default
+``$PLM_BENCH_DATA``, else ``../shared/datasets`` beside the checkout).
 
 Writes ``device_check.json`` (machine, settings, per-backbone figures) and ``device_check.md``
 (tables to paste into benchmarks/README.md) under ``--out`` (default ``$OUT``).
@@ -33,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,10 +54,11 @@ from cpu_peak import gemm_peak
 
 from plm_bench import plugins
 from plm_bench.cli.profile import STUDY_BUDGETS_GIB, device_name
+from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.measure.profiler import GIB, Envelope, Profiler, Rate, bf16_peak_flops, profile_config
 from plm_bench.models.backbone import resolve_dtype
-from plm_bench.run.protocol import dtype_name, environment
+from plm_bench.run.protocol import RunContext, dtype_name, environment, execute
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1024**2
@@ -82,6 +91,8 @@ class Plan:
     start: int  # the envelope search's first length
     cap: int | None  # the search's longest length; None: the backbone's maximum (Profiler.length_cap)
     time_budget: float  # seconds for the whole run
+    precision_epochs: int  # epochs of each precision run (ESM2-8M, disorder, study protocol)
+    precision_limit: int | None  # --limit-train and --limit-eval of the precision runs (None: whole splits)
 
     @property
     def unit_bytes(self) -> int:
@@ -92,9 +103,13 @@ class Plan:
 
 
 GPU_PLAN = Plan(smoke=False, backbones=BACKBONES, batch_size=8, length=512, steps=10, warmup=3, unit="GiB",
-                budgets=STUDY_BUDGETS_GIB, resolution=64, start=64, cap=None, time_budget=420.0)
+                budgets=STUDY_BUDGETS_GIB, resolution=64, start=64, cap=None, time_budget=420.0, precision_epochs=1,
+                precision_limit=None)
 SMOKE_PLAN = Plan(smoke=True, backbones=tuple(SMOKE_CHECKPOINTS), batch_size=2, length=32, steps=1, warmup=1,
-                  unit="MiB", budgets=STUDY_BUDGETS_GIB, resolution=128, start=128, cap=256, time_budget=420.0)
+                  unit="MiB", budgets=STUDY_BUDGETS_GIB, resolution=128, start=128, cap=256, time_budget=420.0,
+                  precision_epochs=1, precision_limit=4)
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
+DATA_DIR = REPO.parent / "shared" / "datasets"  # beside the checkout, where the sessions keep the task data
 
 
 class Log:
@@ -167,6 +182,42 @@ def measure_backbone(name: str, source: str | None, plan: Plan, device: torch.de
     return section
 
 
+def measure_precisions(plan: Plan, device: torch.device, data_dir: Path, scratch: Path,
+                       log: Callable[[str], None]) -> dict:
+    """ESM2-8M (random init; smoke: the tiny ESM2) fully fine-tuned on disorder under the study
+    protocol, seed 1, in each precision: what the run records say, plus the wall time."""
+    settings: dict = {"backbone": "esm2-8m", "task": "disorder", "method": "full", "protocol": "study", "seed": 1,
+                      "epochs": plan.precision_epochs, "limit_train": plan.precision_limit,
+                      "limit_eval": plan.precision_limit}
+    if plan.smoke:
+        settings["backbone_path"] = smoke_checkpoint("esm2-650m", scratch)  # the tiny ESM2 of the tests
+    else:
+        settings["init"] = "random"
+    section: dict = {"settings": {k: v for k, v in settings.items() if k != "backbone_path"}, "runs": {}}
+    for precision in PRECISIONS:
+        log(f"precision {precision}: esm2-8m full fine-tuning on disorder, study protocol, "
+            f"{plan.precision_epochs} epoch(s)")
+        started = time.perf_counter()
+        try:
+            record = execute(RunConfig(**settings, precision=precision).resolved(),
+                             RunContext(data_dir=data_dir, device=device.type))
+        except BenchError as exc:  # a stop on a non-finite loss is a result too
+            section["runs"][precision] = {"error": str(exc), "wall_seconds": time.perf_counter() - started}
+            log(f"precision {precision}: stopped, {exc}")
+            continue
+        history = record["history"]
+        run = {"precision": record["precision"], "test_spearman": record["metrics"]["test"]["spearman"],
+               "valid_loss": [h["valid_loss"] for h in history], "train_loss": [h["train_loss"] for h in history],
+               "epochs_run": record["early_stopping"]["epochs_run"], "wall_seconds": time.perf_counter() - started,
+               "train_seconds": record["cost"]["train_seconds"], "peak_memory": record["cost"]["peak_memory"]}
+        section["runs"][precision] = run
+        log(f"precision {precision}: test Spearman {run['test_spearman']:.3f}, best valid loss "
+            f"{min(run['valid_loss']):.4f}, {run['precision']['skipped_steps']} skipped step(s), "
+            f"{run['wall_seconds']:.0f} s")
+        release(device)
+    return section
+
+
 def release(device: torch.device) -> None:
     """Give back what a dropped model held (on CUDA, the caching allocator's blocks too)."""
     gc.collect()
@@ -193,8 +244,9 @@ def estimate(name: str, done: dict[str, float]) -> float | None:
     return per_parameter * (plugins.get("backbone", name).parameters or 1)
 
 
-def run(plan: Plan, device: torch.device, out: Path, log: Log) -> bool:
-    """Measure every backbone of ``plan``, rewriting the report after each; False if one failed."""
+def run(plan: Plan, device: torch.device, out: Path, log: Log, data_dir: Path = DATA_DIR) -> bool:
+    """The precision runs, then every backbone of ``plan``, rewriting the report after each;
+    False if one failed."""
     peak_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     report: dict = {"check": "plm-bench device check", "smoke": plan.smoke, "complete": False,
                     "machine": machine(device), "settings": dataclasses.asdict(plan), "backbones": {},
@@ -206,6 +258,13 @@ def run(plan: Plan, device: torch.device, out: Path, log: Log) -> bool:
     log(f"GEMM peak {peak / 1e12:.3g} TFLOP/s at {size} x {size}")
     ok, done = True, {}
     with tempfile.TemporaryDirectory(prefix="plm-bench-device-check-") as scratch:
+        try:
+            report["precision"] = measure_precisions(plan, device, data_dir, Path(scratch) / "precision", log)
+        except Exception as exc:  # noqa: BLE001 - recorded; the throughput figures still run
+            report["precision"], ok = {"error": f"{type(exc).__name__}: {exc}"}, False
+            log(f"precision runs: FAILED, {report['precision']['error']}")
+        ok = ok and all("error" not in r for r in report["precision"].get("runs", {}).values())
+        write(report, out)
         for name in plan.backbones:
             expected = estimate(name, done)
             if expected is not None and log.elapsed + expected > plan.time_budget:
@@ -312,17 +371,45 @@ def markdown(report: dict) -> str:
               *envelope_rows, "",
               f"Study reference ({report['study_reference']['source']}): LoRA/full "
               + ", ".join(f"{v:.2f}x for {k}" for k, v in study.items()) + ".", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + precision_markdown(report.get("precision")))
+
+
+def precision_markdown(section: dict | None) -> list[str]:
+    """The precision runs as a table: one row per precision, the loss curve in the last column."""
+    if not section:
+        return []
+    if "error" in section:
+        return [f"Precision runs failed: {section['error']}", ""]
+    s = section["settings"]
+    limit = f", {s['limit_train']} train / {s['limit_eval']} valid and test proteins" if s["limit_train"] else ""
+    lines = [f"Precision (trainable weights and AdamW state fp32 in every row): {s['backbone']} "
+             f"({s.get('init', 'tiny checkpoint')}) full fine-tuning on {s['task']}, `--protocol {s['protocol']}`, "
+             f"seed {s['seed']}, {s['epochs']} epoch(s){limit}.", "",
+             "| precision | test Spearman | best valid loss | epochs run | wall (s) | skipped fp16 steps | "
+             "valid loss per validation |", "|---|---|---|---|---|---|---|"]
+    for precision, run in section["runs"].items():
+        if "error" in run:
+            lines.append(f"| {precision} | stopped: {' '.join(run['error'].split()).replace('|', '/')} | | | "
+                         f"{run['wall_seconds']:.0f} | | |")
+            continue
+        curve = " ".join(f"{v:.3f}" for v in run["valid_loss"])
+        lines.append(f"| {run['precision']['compute']} | {run['test_spearman']:.3f} | {min(run['valid_loss']):.4f} | "
+                     f"{run['epochs_run']:g} | {run['wall_seconds']:.0f} | {run['precision']['skipped_steps']} | "
+                     f"{curve} |")
+    return [*lines, ""]
 
 
 @click.command()
 @click.option("--smoke", is_flag=True, help="Tiny checkpoints on CPU in seconds (CI); the same report shape.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), envvar="OUT",
               help="Folder for device_check.json and .md (default: $OUT).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Task data for the precision runs (default: $PLM_BENCH_DATA, else ../shared/datasets beside "
+                   "the checkout).")
 @click.option("--backbone", "backbones", multiple=True,
               help=f"Measure only these (repeatable; default {', '.join(BACKBONES)}; smoke: "
                    f"{', '.join(SMOKE_CHECKPOINTS)}).")
-def main(smoke: bool, out: Path | None, backbones: tuple[str, ...]) -> None:
+def main(smoke: bool, out: Path | None, data_dir: Path | None, backbones: tuple[str, ...]) -> None:
     """Throughput, LoRA/full speed-up, memory envelope and MFU of the study's large backbones on this GPU."""
     if out is None:
         raise click.ClickException("no output folder: give --out DIR or set $OUT")
@@ -340,7 +427,8 @@ def main(smoke: bool, out: Path | None, backbones: tuple[str, ...]) -> None:
     try:
         for name in plan.backbones:
             plugins.get("backbone", name)  # an unknown name fails here, in one line, before any work
-        ok = run(plan, device, out, Log())
+        data_dir = data_dir or Path(os.environ.get("PLM_BENCH_DATA", DATA_DIR))
+        ok = run(plan, device, out, Log(), data_dir)
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
     if not ok:

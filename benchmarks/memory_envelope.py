@@ -43,6 +43,8 @@ def ratio(reference: int | None, ours: int | None) -> str:
 @INIT
 @DEVICE
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16-mixed", "fp16-mixed"]), default="auto",
+              show_default=True, help="What the steps compute in (README, Precision).")
 @click.option("--length", "lengths", type=click.IntRange(min=1), multiple=True, default=(128, 512, 1024),
               show_default=True, help="Sequence lengths of the peak-memory table.")
 @click.option("--budget", "budgets", type=click.FloatRange(min=0, min_open=True), multiple=True, default=(0.5, 1.0),
@@ -50,7 +52,8 @@ def ratio(reference: int | None, ours: int | None) -> str:
 @click.option("--max-length", type=click.IntRange(min=1), help="Search cap (default: the backbone's maximum or 4096).")
 @click.option("--resolution", type=click.IntRange(min=1), default=64, show_default=True,
               help="Residues to which the longest length is found.")
-def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype: str, lengths: tuple[int, ...],
+def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype: str, precision: str,
+         lengths: tuple[int, ...],
          budgets: tuple[float, ...], max_length: int | None, resolution: int) -> None:
     """Peak training memory and the longest sequence within budgets: full fine-tuning vs LoRA."""
     torch_device = torch.device(device)
@@ -63,16 +66,17 @@ def main(backbone: str, backbone_path: str | None, init: str, device: str, dtype
     with tempfile.TemporaryDirectory(prefix="plm-bench-memory-") as scratch:
         path, load_init, label = weights(backbone, backbone_path, init, Path(scratch))
         for method in METHODS:
-            profiler = Profiler(profile_config(backbone, method, backbone_path=path, dtype=dtype, init=load_init),
-                                torch_device)
-            with torch.no_grad():
+            profiler = Profiler(profile_config(backbone, method, backbone_path=path, dtype=dtype, precision=precision,
+                                               init=load_init), torch_device)
+            policy = profiler.model.precision
+            with torch.no_grad(), policy.autocast():
                 embeddings[method] = profiler.backbone.eval().embed(probe).hidden.float().cpu()
             cap = profiler.length_cap(max_length)
             peaks[method] = {n: profiler.peak(n) for n in sorted(lengths) if n <= cap}
             envelope = profiler.envelope(budget_bytes, cap, resolution, measured=peaks[method])
             longest[method] = envelope.longest
             described = describe_backbone(profiler.backbone, label, device)
-            tolerance = TOLERANCE[next(profiler.backbone.parameters()).dtype]
+            tolerance = TOLERANCE[policy.compute]
             del profiler  # the next method measures without this one's memory
     full, lora = METHODS
     error = float((embeddings[lora] - embeddings[full]).abs().max() / embeddings[full].abs().max())

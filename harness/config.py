@@ -98,8 +98,15 @@ class RunConfig:
                                      "them; --backbone names the model that wrote them (its hidden size is checked). "
                                      "Recorded with the file's sha256, so a changed file is a new run.", _NAME,
                                      nullable=True)
-    dtype: str = setting("auto", "Precision of the backbone (families enforce their limits; auto: fp32 on CPU, "
-                         "bf16 on GPUs that have it).", {"enum": ["auto", "fp32", "bf16", "fp16"]})
+    dtype: str = setting("auto", "Storage of the backbone's frozen weights (trainable ones are always fp32; families "
+                         "enforce their limits; auto: the 16-bit type --precision computes in, else fp32). An explicit "
+                         "value with --precision auto also picks the compute: fp32, or bf16/fp16 mixed precision.",
+                         {"enum": ["auto", "fp32", "bf16", "fp16"]})
+    precision: str = setting("auto", "What training and embedding compute in: fp32, or torch.autocast in bf16/fp16 "
+                             "with fp32 trainable weights and optimizer state (fp16 with loss scaling). auto: an "
+                             "explicit --dtype's, else the protocol's, else bf16-mixed on GPUs that have bf16 and "
+                             "fp32 elsewhere.", {"enum": ["auto", "fp32", "bf16-mixed", "fp16-mixed"]},
+                             as_before="auto")
     init: str = setting("pretrained", "random: the architecture with random weights (how much does "
                         "pretraining add?).", {"enum": ["pretrained", "random"]})
     long_policy: str | None = by_protocol("Sequences longer than the backbone's maximum: fail naming them, chunk "
@@ -183,6 +190,8 @@ class RunConfig:
             from plm_bench.models.embedding_paths import identified
 
             filled["embeddings"] = identified(self.embeddings)
+        if self.precision == "auto" and self.dtype == "auto" and chosen.get("precision"):
+            filled["precision"] = chosen["precision"]  # explicit --precision or --dtype beat the protocol
         return replace(self, method=method.name, head=head, lr=lr, backbone_path=path, **filled,
                        method_options=method.resolve_options({**options, **self.method_options}))
 

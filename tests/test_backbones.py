@@ -185,9 +185,9 @@ def test_training_batches_are_length_grouped_seeded_and_differ_between_epochs():
     assert batches(lengths, 8) == length_buckets(lengths, None, 8)  # prediction: short to long, no shuffle
 
 
-def test_precision_follows_family_limits(tiny_prott5, tiny_esm):
-    with pytest.raises(BenchError, match=r"backbone prott5 cannot run in fp16 .*use --dtype bf16"):
-        load_backbone(plugins.get("backbone", "prott5"), str(tiny_prott5), "cpu", dtype="fp16")
+def test_precision_follows_family_limits(tiny_ankh, tiny_esm):
+    with pytest.raises(BenchError, match=r"backbone ankh-base cannot run in fp16 .*use --dtype bf16"):
+        load_backbone(plugins.get("backbone", "ankh-base"), str(tiny_ankh), "cpu", dtype="fp16")
     with pytest.raises(BenchError, match=r"backbone onehot cannot run in bf16"):
         load_backbone(plugins.get("backbone", "onehot"), None, "cpu", dtype="bf16")
     assert resolve_dtype("auto", ("fp32", "bf16"), "cpu", "x") == torch.float32

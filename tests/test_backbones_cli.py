@@ -113,8 +113,10 @@ def test_random_init_runs_offline_and_is_recorded(data_dir, store_path, tmp_path
     assert record["parameters"]["total"] > 7_000_000  # the full ESM2-8M architecture, not a stub
 
 
-def test_fp16_on_a_t5_backbone_is_refused_in_one_line(data_dir, store_path, tiny_prott5):
-    result = invoke("run", "--backbone", "prott5", "--backbone-path", str(tiny_prott5), "--dtype", "fp16",
+def test_fp16_on_ankh_is_refused_in_one_line(data_dir, store_path, tiny_ankh):
+    """The study's notebooks: "Ankh models do not support mixed precision training!" (fp16)."""
+    result = invoke("run", "--backbone", "ankh-base", "--backbone-path", str(tiny_ankh), "--dtype", "fp16",
                     "--task", "gb1", "--data-dir", str(data_dir), "--store", str(store_path), *QUICK)
     assert result.exit_code == 2
-    assert "backbone prott5 cannot run in fp16 (it supports fp32, bf16); use --dtype bf16" in result.output
+    assert ("backbone ankh-base cannot compute in fp16 (it supports fp32, bf16); use --precision bf16-mixed"
+            in result.output)

@@ -187,6 +187,12 @@ def test_device_check_smoke_writes_every_section_from_the_measurements(tmp_path)
     for name in device_check.SMOKE_CHECKPOINTS:
         assert markdown.count(f"| {name} |") == 2  # a throughput row and an envelope row
     assert "0.87x for esm2-8m, 4.47x for esm2-3b" in markdown and "Schmirler" in markdown
+    runs = report["precision"]["runs"]  # ESM2 on disorder under the study protocol, once per precision
+    assert report["precision"]["settings"]["protocol"] == "study" and list(runs) == list(device_check.PRECISIONS)
+    for name, run in runs.items():
+        assert run["precision"]["compute"] == name and run["precision"]["trainable"] == "float32", run
+        assert len(run["valid_loss"]) == len(run["train_loss"]) > 0 and positive(run["wall_seconds"])
+        assert -1 <= run["test_spearman"] <= 1 and markdown.count(f"| {name} | ") == 1
 
 
 def test_device_check_envelope_cells_say_what_stopped_the_search():

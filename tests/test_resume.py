@@ -122,6 +122,9 @@ CASES = {  # (settings, kill at validation N)
                      "val_per_epoch": 2, "limit_train": 48, "limit_eval": 24}, 3),
     "full-linear": ({"backbone": "esm2-8m", "task": "gb1", "method": "full", "schedule": "linear", "epochs": 2,
                      "val_per_epoch": 2, "limit_train": 48, "limit_eval": 24}, 3),
+    # fp16 loss scaling: the scale and skipped steps so far go on where they were
+    "full-fp16-mixed": ({"backbone": "esm2-8m", "task": "gb1", "method": "full", "precision": "fp16-mixed",
+                         "epochs": 2, "val_per_epoch": 2, "limit_train": 48, "limit_eval": 24}, 3),
 }
 
 

@@ -49,7 +49,7 @@ def token_states(model: training.Model, sequences: list[str]) -> torch.Tensor:
 
 @pytest.mark.parametrize(("backbone", "fixture", "head", "dropout"), PROTEIN_HEADS)
 def test_the_study_per_protein_head_of_each_family(request, backbone, fixture, head, dropout):
-    run = study(CHARGE, request.getfixturevalue(fixture), backbone)
+    run = study(CHARGE, request.getfixturevalue(fixture), backbone, precision="fp32")  # compared in fp32 below
     assert (run.head, run.head_dropout) == (head, dropout)
     _, model = build(run, CHARGE, CPU)
     layers = {name: type(m).__name__ for name, m in model.head.named_modules() if name}
@@ -80,7 +80,7 @@ def test_the_t5_study_head_averages_padding_in_and_the_esm_head_does_not(tiny_pr
     """The study's quirk, kept: a T5 protein's prediction depends on how far its batch pads it."""
     short, long = CHARGE.load(None)["train"][0], max(CHARGE.load(None)["train"], key=lambda e: len(e.sequence))
     for backbone, path, depends in (("prott5", tiny_prott5, True), ("esm2-8m", tiny_esm, False)):
-        _, model = build(study(CHARGE, path, backbone), CHARGE, CPU)
+        _, model = build(study(CHARGE, path, backbone, precision="fp32"), CHARGE, CPU)  # fp32: exact comparison
         model.eval()
         with torch.no_grad():
             alone, padded = model([short], None)[0][0], model([short, long], None)[0][0]
@@ -91,7 +91,7 @@ def test_the_t5_study_head_averages_padding_in_and_the_esm_head_does_not(tiny_pr
                          [("esm2-8m", "tiny_esm", "esm-linear-residue", 0.0),
                           ("prott5", "tiny_prott5", "linear-residue", 0.2)])
 def test_the_study_per_residue_head_is_dropout_and_one_linear_layer(request, backbone, fixture, head, dropout):
-    run = study(RESIDUE_CLASSES, request.getfixturevalue(fixture), backbone)
+    run = study(RESIDUE_CLASSES, request.getfixturevalue(fixture), backbone, precision="fp32")  # compared in fp32
     assert (run.head, run.head_dropout) == (head, dropout)
     _, model = build(run, RESIDUE_CLASSES, CPU)
     children = dict(model.head.named_children())

@@ -19,14 +19,14 @@ from plm_bench.errors import BenchError
 @click.option("--per-protein", is_flag=True,
               help="One vector per protein (mean over its residues, as the frozen per-protein head pools) "
                    "instead of one per residue.")
-@config_options(only=("seed", "backbone_path", "dtype", "init", "long_policy", "method_options"),
+@config_options(only=("seed", "backbone_path", "dtype", "precision", "init", "long_policy", "method_options"),
                 overrides={"seed": {"help": "Seed of the random weights with --init random."},
                            "method_options": {"help": "The frozen method's layer options: layer=N (0: the embedding "
                                                       "output, negative: from the end) and last_k=K (mean of the K "
                                                       "layers up to it)."}})
 @device_option
 def embed(backbone: str, fasta: Path, output: Path, per_protein: bool, seed: int, backbone_path: str | None,
-          dtype: str, init: str, long_policy: str, method_options: dict, device: str) -> None:
+          dtype: str, precision: str, init: str, long_policy: str, method_options: dict, device: str) -> None:
     """Embed the sequences of FASTA with BACKBONE, per residue (default) or per protein."""
     from plm_bench.models.embedding_files import embeddings, file_kind, write
     from plm_bench.run.progress import Progress, display
@@ -42,7 +42,8 @@ def embed(backbone: str, fasta: Path, output: Path, per_protein: bool, seed: int
                              "or write .npz")
     context = RunContext(data_dir=Path("."), device=device, progress=Progress(view=display(err_console)))
     arrays = embeddings(backbone, examples, per_protein, context, seed=seed, backbone_path=backbone_path,
-                        dtype=dtype, init=init, long_policy=long_policy, method_options=method_options)
+                        dtype=dtype, precision=precision, init=init, long_policy=long_policy,
+                        method_options=method_options)
     write(output, kind, arrays)
     hidden = next(iter(arrays.values())).shape[-1] if arrays else 0
     console.print(f"wrote {len(arrays)} {'per-protein' if per_protein else 'per-residue'} embeddings "

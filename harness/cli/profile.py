@@ -17,7 +17,7 @@ STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
 
 
 @click.command()
-@config_options(only=("backbone", "method", "backbone_path", "dtype", "init", "batch_size"), overrides={
+@config_options(only=("backbone", "method", "backbone_path", "dtype", "precision", "init", "batch_size"), overrides={
     "method": {"default": "lora", "help": "Adaptation method; frozen profiles inference (its backbone only embeds)."},
     "batch_size": {"default": 8, "show_default": True,  # the study's fine-tuning batch (DESIGN.md)
                    "help": "Sequences per step of the throughput measurement."}})
@@ -40,7 +40,7 @@ STUDY_BUDGETS_GIB = (8.0, 16.0, 24.0)  # the study's Figure 5b columns
               help="The device's bf16 peak for MFU, where the built-in table does not know it.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also draw peak memory against sequence length as a PNG here (needs matplotlib).")
-def profile(backbone: str, method: str, backbone_path: str | None, init: str, dtype: str, device: str,
+def profile(backbone: str, method: str, backbone_path: str | None, init: str, dtype: str, precision: str, device: str,
             store: Path | None, batch_size: int, length: int, steps: int, budgets: tuple[float, ...],
             max_length: int | None, resolution: int, no_envelope: bool, peak_tflops: float | None,
             plot: Path | None) -> None:
@@ -58,7 +58,7 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     if plot and no_envelope:
         raise BenchError("--plot draws the memory envelope: drop --no-envelope")
     results = Store(store)  # before measuring: an unwritable store fails now, not after minutes
-    config = profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, init=init)
+    config = profile_config(backbone, method, backbone_path=backbone_path, dtype=dtype, precision=precision, init=init)
     progress = display(err_console)  # a bar in a terminal, a line per step in a log
     with progress:
         job = progress.add_task(f"loading {backbone}", total=None, announce=True)
@@ -86,10 +86,11 @@ def profile(backbone: str, method: str, backbone_path: str | None, init: str, dt
     dtype_name = protocol.dtype_name(profiler.backbone.parameters(), profiler.backbone.buffers())
     where = device_name(torch_device)
     counts = protocol.parameter_counts(profiler.backbone, profiler.model)
-    entry = profiles.entry(config, dtype=dtype_name, device=where, parameters=counts, rates=rates,
+    computed = profiler.model.precision.name
+    entry = profiles.entry(config, precision=computed, dtype=dtype_name, device=where, parameters=counts, rates=rates,
                            peak_flops=profiler.peak_flops, envelope=envelope,
                            environment=protocol.environment(torch_device))
-    title = (f"{backbone} · {method} · {dtype_name} on {where} · "
+    title = (f"{backbone} · {method} · {dtype_name} backbone weights, {computed} compute on {where} · "
              f"{counts['total'] / 1e6:,.1f}M parameters, {counts['trainable'] / 1e6:,.2f}M trainable")
     table = Table("step", "batch", "length", "residues/s", "model TFLOP/s", "MFU (bf16 peak)", title=title)
     for rate in rates:

@@ -7,6 +7,10 @@ known it is also given as model FLOP utilization (MFU): ``2·params·tokens`` pe
 ``2·params·tokens`` for activation gradients and as much again for weight gradients when every
 backbone weight trains.
 
+Steps follow the run's precision policy (:mod:`plm_bench.models.precision`), so a profile
+measures one precision: fp32 trainable weights, gradients and AdamW moments (16 bytes a trainable
+parameter) under every policy, activations and frozen weights in 16-bit under mixed precision.
+
 The memory envelope is the peak memory of one training step at batch 1 as a function of the
 sequence length, and from it the longest sequence that trains within a memory budget (the
 study's Figure 5b). A peak is what the step needs, weights and optimizer state included: on
@@ -119,6 +123,7 @@ class Profiler:
         self.meter = MemoryMeter(device, held=self.held_bytes)
         self.trains = self.model.backbone is not None
         self.optimizer = torch.optim.AdamW(self.model.trainable_parameters(), lr=config.lr)
+        self.scaler = self.model.compute.scaler()
         self.parameters = sum(p.numel() for p in self.backbone.parameters())
         self.full = self.trains and all(p.requires_grad for p in self.backbone.parameters())
         self.peak_flops = peak_flops if peak_flops is not None else bf16_peak_flops(device)
@@ -136,18 +141,21 @@ class Profiler:
         return "train" if self.trains else "inference"
 
     def train_step(self, batch: Sequence[Example]) -> None:
-        """One optimizer step, as the run protocol takes it (no accumulation)."""
+        """One optimizer step, as the run protocol takes it (no accumulation; the model's forward
+        runs under its precision's autocast)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         output, mask = self.model(batch, None)
         labels, known = labels_for(PROFILE_TASK, batch, mask.cpu())
-        loss_fn(PROFILE_TASK, output, labels.to(self.device), known.to(self.device)).backward()
-        self.optimizer.step()
+        self.scaler.scale(loss_fn(PROFILE_TASK, output, labels.to(self.device), known.to(self.device))).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     @torch.no_grad()
     def inference_step(self, batch: Sequence[Example]) -> None:
         self.backbone.eval()
-        self.backbone.embed([e.sequence for e in batch], [e.id for e in batch])
+        with self.model.precision.autocast():
+            self.backbone.embed([e.sequence for e in batch], [e.id for e in batch])
 
     def step(self, mode: str) -> Callable[[Sequence[Example]], None]:
         if mode == "train" and not self.trains:
@@ -244,12 +252,12 @@ class Profiler:
 
 
 def profile_config(backbone: str, method: str, *, backbone_path: str | None = None, dtype: str = "auto",
-                   init: str = "pretrained", seed: int = 1) -> RunConfig:
+                   precision: str = "auto", init: str = "pretrained", seed: int = 1) -> RunConfig:
     """The run config whose model a profile measures (the method's default learning rate)."""
     spec = plugins.get("method", method)
     return RunConfig(backbone=backbone, task=PROFILE_TASK.name, method=method,
                      head=plugins.default_head("protein").name, seed=seed, lr=spec.default_lr,
-                     backbone_path=backbone_path, dtype=dtype, init=init,
+                     backbone_path=backbone_path, dtype=dtype, precision=precision, init=init,
                      method_options=spec.resolve_options({}))
 
 

@@ -217,7 +217,7 @@ def check_finite(residues: Residues, names: Sequence[str], backbone: str) -> Non
         dtype = str(residues.hidden.dtype).removeprefix("torch.")
         raise BenchError(
             f"backbone {backbone} produced NaN/inf activations in {dtype} for record(s) "
-            f"{', '.join(names[i] for i in bad[:5])}: rerun with --dtype fp32 (or bf16 instead of fp16)"
+            f"{', '.join(names[i] for i in bad[:5])}: rerun with --precision fp32 (or bf16-mixed instead of fp16-mixed)"
         )
 
 

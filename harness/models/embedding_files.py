@@ -27,17 +27,19 @@ def embeddings(backbone: str, examples: list, per_protein: bool, context: RunCon
     from plm_bench import plugins
     from plm_bench.config import RunConfig
     from plm_bench.models.backbone import load_backbone
+    from plm_bench.models.precision import resolve_precision
     from plm_bench.run.protocol import frozen_features, seed_everything
 
-    # The cache key depends on the weights, dtype, long-sequence policy, layers and sequences, not the task.
+    # The cache key depends on the weights, dtype, precision, long-sequence policy, layers and sequences, not the task.
     config = RunConfig(backbone=backbone, task="embed", method="frozen", **settings)
     spec, method = plugins.get("backbone", backbone), plugins.get("method", config.method)
+    precision = resolve_precision(config.precision, config.dtype, spec.dtypes, context.torch_device, spec.name)
     with context.progress:
         seed_everything(config.seed)  # random-init weights, as a frozen run of this seed builds them
-        model = load_backbone(spec, config.backbone_path or spec.hub_id, context.torch_device, dtype=config.dtype,
-                              init=config.init, long_policy=config.long_policy)
+        model = load_backbone(spec, config.backbone_path or spec.hub_id, context.torch_device,
+                              dtype=precision.storage, init=config.init, long_policy=config.long_policy)
         method.configure(model, method.resolve_options(config.method_options))  # its layer options
-        features = frozen_features(model, {"input": examples}, config, context)["input"]
+        features = frozen_features(model, {"input": examples}, config, context, precision=precision)["input"]
     out = {}
     for i, example in enumerate(examples):
         rows = features[i].cpu().numpy()

@@ -3,7 +3,7 @@
 A profile is not a run (no task, seed or metrics), so it has its own schema
 (``profile.schema.json``, whose backbone/method/init fields are RunConfig's) and its own table in
 the store. Every profile is kept: measurements are not deduplicated, and readers take the
-latest per backbone, method, dtype and device (:func:`latest`). Torch-free, like ``records``.
+latest per backbone, method, precision and device (:func:`latest`). Torch-free, like ``records``.
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ def validate(profile: dict) -> None:
 
 
 def entry(config: RunConfig, *, dtype: str, device: str, parameters: dict, rates: Sequence[Rate],
-          peak_flops: float | None, envelope: Envelope | None, environment: dict) -> dict:
+          peak_flops: float | None, envelope: Envelope | None, environment: dict, precision: str | None = None) -> dict:
     """The stored profile of ``config``'s model: its throughput per step kind and, unless
-    profiled without one, its memory envelope (budgets and peaks as lists: JSON keys are text)."""
+    profiled without one, its memory envelope (budgets and peaks as lists: JSON keys are text);
+    ``precision``: what its steps computed in (``bench profile`` always says)."""
     profile = {name: getattr(config, name) for name in CONFIG_FIELDS}
-    profile.update(dtype=dtype, device=device, parameters=dict(parameters), peak_flops_per_second=peak_flops,
+    profile.update(**({"precision": precision} if precision else {}), dtype=dtype, device=device,
+                   parameters=dict(parameters), peak_flops_per_second=peak_flops,
                    rates=[asdict(rate) for rate in rates], environment=environment, profiled_at=records.now())
     profile["envelope"] = None if envelope is None else {
         "step": envelope.step, "memory": envelope.memory, "max_length": envelope.max_length,
@@ -68,9 +70,15 @@ def entry(config: RunConfig, *, dtype: str, device: str, parameters: dict, rates
 
 def key(profile: dict) -> tuple[str, str, str, str, str]:
     """What makes two profiles measurements of the same thing: backbone (and its weights),
-    method, dtype and device."""
-    return (profile["backbone"], profile["backbone_path"] or "", profile["method"], profile["dtype"],
+    method, precision (with the backbone's dtype) and device."""
+    return (profile["backbone"], profile["backbone_path"] or "", profile["method"], compute(profile),
             profile["device"])
+
+
+def compute(profile: dict) -> str:
+    """The precision a profile computed in and the dtype its backbone's weights were in (a profile
+    of a release before mixed precision computed in that dtype)."""
+    return f"{profile['precision']} ({profile['dtype']})" if "precision" in profile else profile["dtype"]
 
 
 def latest(profiles: Sequence[dict]) -> list[tuple[dict, int]]:

@@ -374,7 +374,7 @@ BASE_METHOD = "full"  # what the adapters' longest lengths are compared with
 
 def envelope_section(profiles: Sequence[dict], store: str = "FILE") -> Section:
     """Per device, the stored profiles' longest sequence at batch 1 per memory budget and their
-    throughput (the latest profile per backbone, method, dtype and device), and where a backbone
+    throughput (the latest profile per backbone, method, precision and device), and where a backbone
     was profiled fully fine-tuned too, each other method's longest over full's."""
     section = Section(ENVELOPE)
     if not profiles:
@@ -384,7 +384,7 @@ def envelope_section(profiles: Sequence[dict], store: str = "FILE") -> Section:
     section.text.append("The longest sequence one step at batch 1 fits within each memory budget, as `bench profile` "
                         "measured it (train step: forward, backward and AdamW step; frozen: inference), to each "
                         "profile's resolution; throughput on synthetic sequences of one length. Each row: the "
-                        "latest profile with an envelope (else the latest) of its backbone, method, dtype and "
+                        "latest profile with an envelope (else the latest) of its backbone, method, precision and "
                         "device; profiles: how many are stored.")
     by_device: dict[str, list[tuple[dict, int]]] = defaultdict(list)
     for profile, count in pf.latest(profiles):
@@ -393,7 +393,7 @@ def envelope_section(profiles: Sequence[dict], store: str = "FILE") -> Section:
         budgets = sorted({b for profile, _ in rows for b in pf.budgets(profile)})
         columns = [budget_column(b) for b in budgets]
         table = lb.Report(f"{device}: longest sequence at batch 1 (residues) within each budget, and throughput",
-                          ("backbone", "method", "dtype"),
+                          ("backbone", "method", "precision (weights)"),
                           [*columns, "step", "train residues/s", "inference residues/s", "MFU train / inference",
                            "batch × length", "trainable / total parameters", "measured (UTC)", "profiles"],
                           higher_is_better=None)
@@ -414,7 +414,7 @@ def envelope_section(profiles: Sequence[dict], store: str = "FILE") -> Section:
                 "measured (UTC)": profile["profiled_at"][:16].replace("T", " "),
                 "profiles": str(count),
             })
-            table.rows[(backbone_label(profile), profile["method"], profile["dtype"])] = row
+            table.rows[(backbone_label(profile), profile["method"], pf.compute(profile))] = row
         kinds = sorted({p["envelope"]["memory"] for p, _ in rows if p["envelope"]})
         table.caption.append("memory: " + "; ".join(pf.MEMORY_KINDS[k] for k in kinds) if kinds else
                              "no envelope measured (profiled with --no-envelope)")
@@ -447,10 +447,11 @@ def backbone_label(profile: dict) -> str:
 
 def envelope_ratios(device: str, rows: list[tuple[dict, int]], budgets: list[int], columns: list[str]) -> lb.Report:
     """Each trained method's longest length over full fine-tuning's, per budget, where both are
-    measured for the same backbone (and weights) and dtype on ``device``."""
+    measured for the same backbone (and weights) and precision on ``device``."""
     table = lb.Report(f"{device}: each method's longest sequence at batch 1 over {BASE_METHOD} fine-tuning's "
-                      "(same backbone and dtype)", ("backbone", "method", "dtype"), columns, higher_is_better=None)
-    trained = {(pf.key(p)[:2], p["dtype"], p["method"]): p for p, _ in rows
+                      "(same backbone and precision)", ("backbone", "method", "precision (weights)"), columns,
+                      higher_is_better=None)
+    trained = {(pf.key(p)[:2], pf.compute(p), p["method"]): p for p, _ in rows
                if p["envelope"] and p["envelope"]["step"] == "train"}
     for (weights, dtype, method), profile in trained.items():
         base = trained.get((weights, dtype, BASE_METHOD))

@@ -60,8 +60,8 @@ def predict_examples(record: dict[str, Any], store_path: Path, examples: list[Ex
     task = plugins.get("task", config.task)
     backbone, model = build(config, task, context.torch_device)
     load_into(model, weights)
-    features = frozen_features(backbone, {"input": examples}, config, context)["input"] if model.backbone is None \
-        else None
+    features = (frozen_features(backbone, {"input": examples}, config, context, precision=model.precision)["input"]
+                if model.backbone is None else None)
     return task, predict(model, examples, features, config.batch_size)
 
 

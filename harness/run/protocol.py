@@ -10,6 +10,7 @@ trains on and scores.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import platform
@@ -30,6 +31,7 @@ from plm_bench.measure.memory import peak_memory, per_second, reset_peak_memory
 from plm_bench.models import embedding_files
 from plm_bench.models.backbone import Backbone, load_backbone
 from plm_bench.models.embeddings import EmbeddingCache, fingerprint
+from plm_bench.models.precision import Precision, resolve_precision
 from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
@@ -97,7 +99,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     backbone, model = build(config, task, device, loaded)
     splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
-    features = frozen_features(backbone, splits, config, context, weights) if model.backbone is None else None
+    features = (frozen_features(backbone, splits, config, context, weights, model.precision)
+                if model.backbone is None else None)
     embed_seconds = time.perf_counter() - embed_started
     if config.standardize:
         model.head.fit_standardization(features["train"])  # build() checked that the head can
@@ -147,6 +150,7 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "still_improving": still_improving(outcome),
         },
         history=outcome.history,
+        precision=precision_section(config, backbone, model, outcome),
         **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
         **({"truncation": truncated} if truncated else {}),
         duplicates=duplicates,
@@ -175,6 +179,18 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     )
 
 
+def precision_section(config: RunConfig, backbone: Backbone, model: Model, outcome: Outcome) -> dict:
+    """What the run computed and stored in which precision, and what loss scaling skipped:
+    ``compute`` is the backbone's (embedding included), ``training`` the training steps'."""
+    frozen = [p for p in (*backbone.parameters(), *model.parameters()) if not p.requires_grad]
+    section = {"setting": config.precision, "compute": model.precision.name, "training": model.compute.name,
+               "trainable": dtype_name(model.trainable_parameters()), "frozen": dtype_name(frozen),
+               "loss_scaling": model.compute.name == "fp16-mixed", "skipped_steps": outcome.skipped_steps}
+    if outcome.scaler:
+        section["final_loss_scale"] = outcome.scaler["scale"]
+    return section
+
+
 def still_improving(outcome: Outcome) -> bool:
     """Whether training ended while validation still improved: every epoch ran and the best
     checkpoint is the last evaluation, so more epochs (or patience) might have done better.
@@ -201,11 +217,16 @@ def dtype_name(*tensors) -> str:
 
 
 def load(config: RunConfig, device: torch.device) -> Backbone:
-    """The run's backbone as loaded, seeded first (random-init weights depend on the seed)."""
+    """The run's backbone as loaded, seeded first (random-init weights depend on the seed). Weights
+    that will train load in fp32 (never rounded through 16-bit on the way); frozen ones in the
+    precision's storage dtype."""
     spec = plugins.get("backbone", config.backbone)
+    trains = plugins.get("method", config.method).trains_backbone
+    precision = resolve_precision(config.precision, config.dtype, spec.dtypes, device, spec.name)
     seed_everything(config.seed)
-    return load_backbone(spec, config.backbone_path or spec.hub_id, device, dtype=config.dtype,
-                         init=config.init, long_policy=config.long_policy)
+    return load_backbone(spec, config.backbone_path or spec.hub_id, device,
+                         dtype="fp32" if trains else precision.storage, init=config.init,
+                         long_policy=config.long_policy)
 
 
 def build(config: RunConfig, task: Task, device: torch.device, loaded: Backbone | None = None
@@ -219,6 +240,8 @@ def build(config: RunConfig, task: Task, device: torch.device, loaded: Backbone 
         raise BenchError(f"head {head_spec.name} cannot serve {task.level}-level task {task.name}")
     options = method.resolve_options(config.method_options)
 
+    spec = plugins.get("backbone", config.backbone)
+    precision = resolve_precision(config.precision, config.dtype, spec.dtypes, device, spec.name)
     backbone = loaded if loaded is not None else load(config, device)
     if method.configure:
         method.configure(backbone, options)
@@ -228,9 +251,11 @@ def build(config: RunConfig, task: Task, device: torch.device, loaded: Backbone 
     seed_everything(config.seed)  # loading may consume random numbers (random-init layers)
     head = fresh_head(config, task, backbone, method.trains_backbone).to(device)
     if method.trains_backbone:
-        return backbone, Model(method.prepare(backbone, options), head, tokens=head_spec.tokens).to(device)
+        model = Model(method.prepare(backbone, options), head, tokens=head_spec.tokens, precision=precision).to(device)
+        precision.apply(model)
+        return backbone, model
     backbone.requires_grad_(False)
-    return backbone, Model(None, head).to(device)
+    return backbone, Model(None, head, precision=precision).to(device)
 
 
 def fresh_head(config: RunConfig, task: Task, backbone: Backbone, trains_backbone: bool) -> torch.nn.Module:
@@ -314,11 +339,12 @@ def truncate(splits: dict[str, list[Example]], config: RunConfig,
 
 
 def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config: RunConfig,
-                    context: RunContext, weights: str | None = None) -> dict[str, Sequence[torch.Tensor]]:
+                    context: RunContext, weights: str | None = None, precision: Precision | None = None
+                    ) -> dict[str, Sequence[torch.Tensor]]:
     """Each split's embeddings from the on-disk cache, computed with :func:`embed_all` on a miss;
     the entry depends on the weights, the settings below, the layers the backbone outputs and the
     sequences, not on the seed, head or learning rate, so those reuse it. With ``--embeddings``
-    they come from that file."""
+    they come from that file. ``precision``: the policy the backbone computes in (default fp32)."""
     if config.embeddings:
         if config.pooling == "tokens":
             raise BenchError("--embeddings reads per-residue embeddings; --pooling tokens needs the backbone's "
@@ -333,6 +359,9 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
     # "whole" embeds what "error" embeds, and more: entries of sequences within the limit are the same
     policy = config.long_policy or "error"  # unset (a config no protocol resolved): as load_backbone reads it
     settings = {"dtype": config.dtype, "long_policy": "error" if policy == "whole" else policy}
+    precision = precision or Precision("fp32", context.torch_device.type, "fp32")
+    if precision.mixed:  # fp32 entries keep the key of releases before mixed precision, which computed the same
+        settings["precision"] = precision.name
     if backbone.output_layers:  # the final output keeps its key, so its entries of earlier releases stay valid
         settings["layers"] = list(backbone.output_layers)
     tokens = config.pooling == "tokens"
@@ -340,7 +369,7 @@ def frozen_features(backbone: Backbone, splits: dict[str, list[Example]], config
         settings["pooling"] = "tokens"
     extra = backbone.special_tokens if tokens else 0
     cache = EmbeddingCache(backbone, backbone.hidden_size, settings, extra_rows=extra, weights=weights)
-    embed = partial(embed_all, backbone, context=context, tokens=tokens)
+    embed = partial(embed_all, backbone, context=context, tokens=tokens, precision=precision)
     return {name: cache.features(examples, embed, context.torch_device) for name, examples in splits.items()}
 
 
@@ -387,13 +416,14 @@ def nested_subset(examples: list[Example], fraction: float, seed: int) -> list[E
 
 @torch.no_grad()
 def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
-              batch_size: int = 8, tokens: bool = False) -> list[torch.Tensor]:
+              batch_size: int = 8, tokens: bool = False, precision: Precision | None = None) -> list[torch.Tensor]:
     """Per-residue embeddings of each example, computed once, kept on the run's device; with
     ``tokens``, one row per token the backbone saw, special tokens included and padding left out
     (what the study's embedding notebook averaged, one sequence at a time).
 
     Batches group sequences of similar length under a residue budget (at most ``batch_size``
     sequences each), so padding stays small and a batch of long proteins does not blow memory.
+    The backbone computes under ``precision``'s autocast (none: as its weights are stored).
     """
     backbone.eval()
     backbone.check_lengths([e.sequence for e in examples], [e.id for e in examples])
@@ -401,7 +431,9 @@ def embed_all(backbone: Backbone, examples: list[Example], context: RunContext,
     context.progress.embedding(len(examples))
     job = context.progress.add_task("embedding", total=len(examples))
     for idx in length_buckets([len(e.sequence) for e in examples], max_items=batch_size):
-        residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx], tokens=tokens)
+        with precision.autocast() if precision else contextlib.nullcontext():
+            residues = backbone.embed([examples[i].sequence for i in idx], [examples[i].id for i in idx],
+                                      tokens=tokens)
         if tokens and residues.tokens is None:
             raise BenchError(f"--pooling tokens: backbone {backbone.name} gives no token-level states for "
                              f"{examples[idx[0]].id} (only transformer backbones do, and not for sequences cut into "

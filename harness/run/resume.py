@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 FORMAT = "plm-bench-resume/1"
 OUTCOME_FIELDS = ("history", "stopped_at_epoch", "epochs_run", "micro_batch", "backoffs", "train_seconds",
-                  "samples", "residues")
+                  "samples", "residues", "skipped_steps", "scaler")
 
 
 @dataclass
@@ -144,8 +144,8 @@ def _apply(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     copy_trainable(model, state["weights"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    for name in OUTCOME_FIELDS:
-        setattr(outcome, name, saved["outcome"][name])
+    for name in OUTCOME_FIELDS:  # a state saved before a field existed keeps the field's start value
+        setattr(outcome, name, saved["outcome"].get(name, getattr(outcome, name)))
     if saved["best"] is not None:
         outcome.best = _checkpoint(saved["best"], snapshot(model) if saved["best_is_now"] else state["best_weights"])
     early = saved["early_stop"]

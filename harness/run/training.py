@@ -10,10 +10,15 @@ epoch, so the record shows the gap between both.
 A step draws from *units*: proteins, or (frozen per-residue heads, ``batch_unit="residues"``)
 single scored residues of the cached embeddings, as the study's per-residue predictors trained
 (batches of 8 residues, Table S10).
+
+Steps follow the run's precision policy (:mod:`plm_bench.models.precision`): the forward and
+backward passes under autocast, fp32 weights stepped, fp16 losses scaled; a non-finite loss or
+gradient that loss scaling cannot absorb stops the run in one line instead of training on NaNs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +30,7 @@ from torch import nn
 
 from plm_bench.errors import BenchError
 from plm_bench.models.backbone import Residues, residue_mask
+from plm_bench.models.precision import Precision
 from plm_bench.results.artifacts import trainable_state
 from plm_bench.run import resume
 from plm_bench.run.batching import length_buckets
@@ -37,15 +43,28 @@ if TYPE_CHECKING:
 
 class Model(nn.Module):
     """Backbone (absent for frozen methods) followed by the head; ``tokens``: the head reads
-    token-level states (specials and padding included) instead of the 1:1 residue states."""
+    token-level states (specials and padding included) instead of the 1:1 residue states.
 
-    def __init__(self, backbone: nn.Module | None, head: nn.Module, tokens: bool = False) -> None:
+    ``precision`` is the run's policy (embedding included); ``compute`` the one its forward
+    passes and training steps follow: the run's where a backbone computes, fp32 for a head on
+    cached fp32 embeddings (a few small matmuls, which 16-bit would only make noisier).
+    """
+
+    def __init__(self, backbone: nn.Module | None, head: nn.Module, tokens: bool = False,
+                 precision: Precision | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.tokens = tokens
+        self.precision = precision or Precision("fp32", "cpu", "fp32")
+        self.compute = self.precision if backbone is not None else Precision("fp32", self.precision.device_type,
+                                                                              self.precision.storage)
 
     def forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
+        with self.compute.autocast():
+            return self._forward(batch, features)
+
+    def _forward(self, batch: Sequence[Example], features: list[torch.Tensor] | None) -> tuple:
         residues = pad_features(features) if self.backbone is None else self.backbone.embed(
             [e.sequence for e in batch], [e.id for e in batch], tokens=self.tokens
         )
@@ -204,6 +223,12 @@ class Outcome:
     samples: int
     residues: int
     resumed_from: dict | None = None  # the validation a rerun went on from (:mod:`plm_bench.run.resume`)
+    skipped_steps: int = 0  # fp16 steps whose gradients overflowed: the scaler skipped them and lowered its scale
+    scaler: dict = field(default_factory=dict)  # the loss scaler's state (empty without loss scaling)
+
+
+class NonFinite(BenchError):
+    """A loss or gradient that is not finite and that loss scaling cannot absorb."""
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -258,6 +283,7 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
     steps_per_epoch = -(-units.count // config.batch_size)
     optimizer = optimizer_for(model, config)
     scheduler = schedule_for(optimizer, config, steps_per_epoch * config.epochs)
+    scaler = model.compute.scaler()
     generator = torch.Generator().manual_seed(config.seed)
     state = Outcome(history=[], best=None, early_stop=None, stopped_at_epoch=None,  # type: ignore[arg-type]
                     epochs_run=0.0, micro_batch=config.batch_size, backoffs=[], train_seconds=0.0,
@@ -272,6 +298,8 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
         first_epoch, resumed_batches, loss = saved.epoch, saved.batches_done, saved.loss
         since_improvement, early_best = saved.since_improvement, saved.early_best
         generator.set_state(saved.epoch_generator)  # the epoch's batch order is drawn again, the same
+        if state.scaler:
+            scaler.load_state_dict(state.scaler)
         state.resumed_from = {"epoch": state.history[-1]["epoch"], "step": state.history[-1]["step"]}
         context.progress.resuming(state.epochs_run, len(state.history))
 
@@ -292,7 +320,11 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
             if b < done:
                 continue
             started = time.perf_counter()
-            batch_loss = step(model, units, idx, optimizer, state, device, config.grad_clip, scheduler)
+            try:
+                batch_loss = step(model, units, idx, optimizer, state, device, config.grad_clip, scheduler, scaler)
+            except NonFinite as exc:
+                raise BenchError(f"training stopped at epoch {epoch}, step {b + 1} of {len(order)}: {exc} under "
+                                 f"--precision {model.compute.name}; {remedy(model.compute.name)}") from None
             loss = loss if batch_loss is None else batch_loss
             state.train_seconds += time.perf_counter() - started
             state.samples += len(idx)
@@ -319,12 +351,14 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                     context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
                                                stops=config.checkpoint == "early-stop")
             if context.resume_dir:
+                state.scaler = scaler.state_dict()  # empty without loss scaling
                 resume.save(context.resume_dir, config, model, optimizer, scheduler, state, device,
                             resume.Position(epoch, b + 1, epoch_generator, loss, since_improvement, early_best))
             if halted():
                 break
         context.progress.remove_task(steps_bar)
     state.early_stop = state.early_stop or state.best
+    state.scaler = scaler.state_dict()  # empty without loss scaling
     return state
 
 
@@ -363,33 +397,69 @@ def fit_closed_form(model: Model, task: Task, train_set: list[Example], features
     return state
 
 
+def remedy(precision: str) -> str:
+    """What to try after a non-finite loss or gradient under ``precision``."""
+    return {"fp16-mixed": "try --precision bf16-mixed (fp16's range is small) or fp32, or a lower --lr",
+            "bf16-mixed": "try --precision fp32, or a lower --lr or --grad-clip 1.0"}.get(
+        precision, "try a lower --lr or --grad-clip 1.0")
+
+
 def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Optimizer, state: Outcome,
          device: torch.device, grad_clip: float = 0.0,
-         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float | None:
+         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+         scaler: torch.amp.GradScaler | None = None) -> float | None:
     """One optimizer step over units ``idx``, in micro-batches of ``state.micro_batch``; returns the
-    batch's mean loss (``None``: nothing in it is scored, so nothing to learn and no step).
+    batch's mean loss (``None``: nothing in it is scored, or its loss was not finite and loss
+    scaling skipped the step).
 
     Each micro-batch adds its summed loss over the batch's scored positions (residues for
     per-residue tasks, not proteins), so split batches compute exactly what the whole batch
     would. On CUDA out-of-memory the micro-batch halves and gradient accumulation doubles
     (same effective batch, same result); the backoff is recorded.
+
+    With a loss ``scaler`` (fp16) an overflowed gradient skips the step and halves the scale, as
+    HF Trainer's ``fp16=True`` does (the scheduler does not advance; ``state.skipped_steps``
+    counts it); an overflow at a scale of 1 or less is no longer a scaling problem (the study's
+    DeepSpeed config had ``min_loss_scale`` 1) and stops the run, as any non-finite loss or
+    gradient does without a scaler (:class:`NonFinite`). The gradient norm is checked where it is
+    computed anyway (clipping) and under bf16-mixed; an fp32 step without clipping checks its loss
+    only (a norm costs a tiny head's step ~15 %), and a non-finite fp32 gradient shows up as the
+    next step's non-finite loss.
     """
     total_weight = units.weight(idx)
     if total_weight == 0:
         return None
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
+    parameters = model.trainable_parameters()
     while True:
         try:
             optimizer.zero_grad()
             total = 0.0
             for start in range(0, len(idx), state.micro_batch):
                 loss = units.loss(model, idx[start:start + state.micro_batch], device) / total_weight
-                if not torch.isfinite(loss):
-                    raise BenchError(f"training loss became {loss.item()}; lower --lr or use --dtype fp32")
-                loss.backward()
+                if not scaler.is_enabled() and not torch.isfinite(loss):
+                    raise NonFinite(f"the training loss became {loss.item()}")
+                scaler.scale(loss).backward()
                 total += loss.item()
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.trainable_parameters(), grad_clip)
-            optimizer.step()
+            scaler.unscale_(optimizer)
+            norm = nn.utils.clip_grad_norm_(parameters, grad_clip) if grad_clip else None
+            if not scaler.is_enabled():
+                if norm is None and model.compute.mixed:
+                    grads = [p.grad for p in parameters if p.grad is not None]
+                    norm = nn.utils.get_total_norm(grads) if grads else None
+                if norm is not None and not torch.isfinite(norm):
+                    raise NonFinite(f"the gradient norm became {norm.item()}")
+                optimizer.step()
+            else:
+                scale = scaler.get_scale()
+                scaler.step(optimizer)  # skipped where unscale_ found inf/NaN gradients
+                scaler.update()
+                if scaler.get_scale() < scale:
+                    state.skipped_steps += 1
+                    if scale <= 1:
+                        raise NonFinite(f"the fp16 gradients overflowed even at loss scale {scale:g} "
+                                        f"(loss {total:.4g})")
+                    return total if math.isfinite(total) else None  # the forward's loss, though not stepped on
             if scheduler is not None:
                 scheduler.step()
             return total
@@ -400,7 +470,8 @@ def step(model: Model, units: Units, idx: list[int], optimizer: torch.optim.Opti
             longest = max(len(units.examples[i].sequence) for i in idx) if not units.residue_level else 1
             if state.micro_batch == 1:
                 raise BenchError(f"out of GPU memory even at micro-batch 1 (longest sequence {longest} residues): "
-                                 "use a smaller backbone, --method lora, --dtype bf16, or a bigger GPU") from None
+                                 "use a smaller backbone, --method lora, --precision bf16-mixed, or a bigger GPU"
+                                 ) from None
             state.micro_batch //= 2
             state.backoffs.append({"micro_batch": state.micro_batch, "longest_sequence": longest,
                                    "epoch": state.epochs_run})
