@@ -420,7 +420,7 @@ def test_a_stored_record_changed_in_the_file_is_named_not_shown(tmp_path):
         record["metrics"]["test"]["spearman"] = 0.938 if record["metrics"]["test"]["spearman"] != 0.938 else 0.5
         db.execute("UPDATE runs SET record = ?", (json.dumps(record, sort_keys=True),))
     result = bench("runs", "--store", store)
-    assert "run 1 is not a valid record (its content differs from the digest it was stored with" in result.output
+    assert "run 1 is not a valid record (it differs from what plm-bench stored" in result.output
     assert "0.938" not in result.output
 
 
