@@ -126,3 +126,17 @@ def test_a_revised_built_in_item_changes_only_the_runs_it_served():
                               provenance.of({**legacy["config"], "head": "mlp-protein"}, 2)) == []
     assert provenance.code({"provenance": current}) == "plm-bench r1 + head esm-cls rev 2"
     assert provenance.code(legacy) == "plm-bench r1"
+
+
+def test_a_fine_tuning_run_that_stepped_bf16_weights_before_the_precision_policy_is_not_done():
+    """GPU runs of 0.1.0 under --dtype auto trained bf16 weights directly: same hash, wrong result."""
+    config = {"backbone": "esm2-8m", "task": "gb1", "head": "mlp-protein", "method": "full", "protocol": "harness"}
+    current = provenance.of(config, 2)
+    gpu = {"config": config, "cost": {"backbone_dtype": "bfloat16"}}
+    assert provenance.changes(gpu, current) == [
+        "it fine-tuned bfloat16 weights directly, before plm-bench kept fp32 master weights (0.2.0), so most "
+        "updates were lost"]
+    assert provenance.changes({**gpu, "precision": {"trainable": "float32"}}, current) == []  # the policy's own
+    assert provenance.changes({**gpu, "cost": {"backbone_dtype": "float32"}}, current) == []  # CPU: as before
+    frozen = {**gpu, "config": {**config, "method": "frozen"}}
+    assert provenance.changes(frozen, provenance.of(frozen["config"], 2)) == []  # embeddings only: fine in bf16

@@ -93,6 +93,21 @@ def code(record: dict) -> str:
     return " + ".join([f"plm-bench r{result}", *third, *revised])
 
 
+def stepped_16bit_weights(record: dict) -> bool:
+    """Whether a record is of a fine-tuning run from before the precision policy (no ``precision``
+    section) whose backbone sat in bf16/fp16: its optimizer stepped those weights directly, so most
+    updates rounded away (CHANGELOG 0.2.0). Only GPU runs under --dtype auto, or --dtype bf16/fp16."""
+    if "precision" in record or record.get("cost", {}).get("backbone_dtype") not in ("bfloat16", "float16"):
+        return False
+    from plm_bench import plugins
+    from plm_bench.errors import BenchError
+
+    try:
+        return plugins.get("method", record["config"]["method"]).trains_backbone
+    except BenchError:  # a method no plugin serves now: its code is unknown, nothing to say about it
+        return False
+
+
 def changes(stored: dict, current: dict) -> list[str]:
     """What changed between the code of a ``stored`` record and the ``current`` provenance of the
     same config, for people; empty when nothing that decides the result did (or the record is
@@ -102,6 +117,9 @@ def changes(stored: dict, current: dict) -> list[str]:
     old, new = before["plm_bench"].get("result_version"), current["plm_bench"]["result_version"]
     if old != new:
         out.append(f"plm-bench result version {old} -> {new} (see CHANGELOG.md)")
+    if stepped_16bit_weights(stored):
+        out.append(f"it fine-tuned {stored['cost']['backbone_dtype']} weights directly, before plm-bench kept fp32 "
+                   "master weights (0.2.0), so most updates were lost")
     for kind in DECIDING:
         was, now = before["plugins"].get(kind), current["plugins"].get(kind)
         if was is None and (now is None or now["distribution"] != DISTRIBUTION):
