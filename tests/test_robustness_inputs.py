@@ -394,7 +394,7 @@ def test_a_sequence_over_the_residue_bound_is_refused(tmp_path):
 
 
 def test_per_residue_labels_longer_than_csvs_default_field_limit_parse(tmp_path):
-    from plm_bench_plugins.tasks import task_from_file
+    from plm_bench.tasks.loading import custom_task as task_from_file
 
     toml = ('level = "residue"\ntype = "regression"\nmetric = "spearman"\nformat = "csv"\nfile = "data.csv"\n'
             'split_column = "split"\nid_column = "id"\n')

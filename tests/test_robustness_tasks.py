@@ -18,8 +18,8 @@ from robustness import (
 )
 
 from plm_bench.errors import BenchError
+from plm_bench.tasks import formats
 from plm_bench.tasks.loading import custom_task as task_from_file
-from plm_bench_plugins import formats
 
 
 def stored_tasks(store) -> list[str]:
