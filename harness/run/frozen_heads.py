@@ -243,7 +243,7 @@ def train_together(jobs: list[Job]) -> list[Outcome | BenchError]:
     With ``context.resume_dir`` each seed saves and resumes its own training state, as alone;
     seeds that resume from different points train as separate stacks.
     """
-    with threads.using(threads.for_head()):
+    with threads.using(threads.for_head()):  # whoever calls it: a frozen head's steps are tiny
         rows = Rows(jobs[0])
         seats = [_seat(job, rows) for job in jobs]
         waiting: dict[tuple[int, int], list[Seat]] = defaultdict(list)

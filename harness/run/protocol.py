@@ -101,9 +101,14 @@ class Prepared:
 
 def execute(config: RunConfig, context: RunContext) -> dict:
     """Run one (resolved) config; return its run record."""
-    with threads.using(threads.for_backbone()):
-        run = prepare(config, context)
-        return finish(run, train_model(run.model, run.task, run.splits, run.features, config, context, run.validate()))
+    with threads.using(work_threads(config)):
+        return trained_alone(prepare(config, context))
+
+
+def trained_alone(run: Prepared) -> dict:
+    """The record of a prepared run trained on its own."""
+    return finish(run, train_model(run.model, run.task, run.splits, run.features, run.config, run.context,
+                                   run.validate()))
 
 
 def execute_together(configs: Sequence[RunConfig], context: RunContext) -> list[dict | Exception]:
@@ -113,18 +118,17 @@ def execute_together(configs: Sequence[RunConfig], context: RunContext) -> list[
     share them; their heads train as one stacked model (:mod:`plm_bench.run.frozen_heads`); each
     is tested and recorded as alone, so its record equals its record run alone up to rounding."""
     device = context.torch_device
-    with threads.using(threads.for_backbone()):
+    with threads.using(work_threads(configs[0])):
         contexts = [replace(context, progress=copy.copy(context.progress)) for _ in configs]  # events per seed
-        contexts[0].progress.start(configs[0])
+        for config, own in zip(configs, contexts, strict=True):
+            own.progress.start(config)
         first = prepare(configs[0], contexts[0])
         if not frozen_heads.fits(first.model, first.task, first.config):  # a head that does not stack: one by one
-            return [finish(first, train_model(first.model, first.task, first.splits, first.features, first.config,
-                                              contexts[0], first.validate())),
+            return [_attempted(trained_alone, first),
                     *(_attempted(execute, config, own) for config, own in zip(configs[1:], contexts[1:], strict=True))]
         runs: list[Prepared | Exception] = [first]
         randoms = {id(first): frozen_heads.Randoms.capture(device)}  # each seed's, as its preparation left them
         for config, own in zip(configs[1:], contexts[1:], strict=True):
-            own.progress.start(config)
             runs.append(run := _attempted(prepare, config, own, like=first))
             randoms[id(run)] = frozen_heads.Randoms.capture(device)
         prepared = [run for run in runs if isinstance(run, Prepared)]
@@ -144,6 +148,13 @@ def execute_together(configs: Sequence[RunConfig], context: RunContext) -> list[
         return finished
 
 
+def work_threads(config: RunConfig) -> int:
+    """Threads for a run's work (:mod:`plm_bench.run.threads`): a fine-tuning run's is the
+    backbone's throughout; a frozen run's is its head's (training, validation, testing) but for
+    computing embeddings, which :func:`prepare` gives the backbone's."""
+    return threads.for_backbone() if plugins.get("method", config.method).trains_backbone else threads.for_head()
+
+
 def _attempted(function: Callable, *args: object, **kwargs: object) -> object:
     """``function``'s result, or the exception it raised (one seed's failure is its own)."""
     try:
@@ -155,9 +166,7 @@ def _attempted(function: Callable, *args: object, **kwargs: object) -> object:
 def train_model(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
                 context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
     """Train a run's model: a frozen head that stacks through :mod:`plm_bench.run.frozen_heads`
-    (at the per-step floor), anything else through :func:`~plm_bench.run.training.train`; a
-    frozen head with one thread, backbone work with the threads this process has
-    (:mod:`plm_bench.run.threads`)."""
+    (at the per-step floor), anything else through :func:`~plm_bench.run.training.train`."""
     if frozen_heads.fits(model, task, config):
         device = context.torch_device
         job = frozen_heads.Job(model, task, splits["train"], features["train"], config, context, validate,
@@ -167,8 +176,7 @@ def train_model(model: Model, task: Task, splits: dict, features: dict | None, c
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
-    with threads.using(threads.for_head() if model.backbone is None else torch.get_num_threads()):
-        return train(model, task, splits, features, config, context, validate)
+    return train(model, task, splits, features, config, context, validate)
 
 
 def prepare(config: RunConfig, context: RunContext, like: Prepared | None = None) -> Prepared:
@@ -189,13 +197,14 @@ def prepare(config: RunConfig, context: RunContext, like: Prepared | None = None
     task: Task = plugins.get("task", config.task)
     unverified_reads.clear()
     splits, duplicates = repeats(limit(task.load(context.data_dir), config), config.dedup, task.name)
-    splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=torch.get_num_threads())
+    splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=threads.for_backbone())
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
     backbone, model = build(config, task, device)
     splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
-    features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
+    with threads.using(threads.for_backbone()):
+        features = frozen_features(backbone, splits, config, context) if model.backbone is None else None
     embed_seconds = time.perf_counter() - embed_started
     if config.standardize:
         model.head.fit_standardization(features["train"])  # build() checked that the head can
@@ -369,7 +378,7 @@ def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone
         model.head.fit_standardization(features["train"])
     quiet = replace(context, progress=Progress(), resume_dir=None)  # the saved training state is the run's
     outcome = train_model(model, task, {**splits, "train": permuted}, features, config, quiet,
-                    validate=validation(model, task, splits["valid"], features["valid"], config))
+                          validate=validation(model, task, splits["valid"], features["valid"], config))
     restore(model, reported(outcome, config).state)
     return predict(model, splits["test"], features["test"], config.batch_size)
 
