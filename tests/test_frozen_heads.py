@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from pathlib import Path
 
@@ -196,3 +197,22 @@ def test_local_workers_split_the_cores(monkeypatch):
     assert threads.split_cores(2) == [{0, 1, 2}, {3, 4}]
     assert threads.split_cores(5) == [{0}, {1}, {2}, {3}, {4}]
     assert threads.split_cores(7)[5:] == [{0}, {1}]  # more workers than cores: shared round-robin
+
+
+def report_cores(config: RunConfig) -> dict:
+    """An ``execute`` that reports the cores its worker process keeps to and the threads it would use."""
+    return {"config_hash": config.hash, "cores": sorted(os.sched_getaffinity(0)), "threads": threads.for_backbone()}
+
+
+def test_local_workers_each_keep_to_their_own_cores(monkeypatch):
+    from plm_bench_plugins import launchers
+
+    monkeypatch.delenv(threads.ENV, raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                                    os.environ.get("PYTHONPATH")])))  # unpickles this
+    monkeypatch.setattr(launchers, "visible_gpus", lambda: [])
+    configs = [RunConfig(backbone="onehot", task="gb1", seed=s) for s in (1, 2)]
+    reports = list(launchers.launch_locally(configs, report_cores, workers=2))
+    assert all("cores" in r for r in reports), reports
+    assert sorted(r["cores"] for r in reports) == sorted(sorted(cores) for cores in threads.split_cores(2))
+    assert all(r["threads"] == len(r["cores"]) for r in reports)
