@@ -65,7 +65,8 @@ def using(count: int) -> Iterator[None]:
 
 def described() -> dict[str, str]:
     """What the record's ``environment`` says about threads."""
-    source = ENV if explicit() else f"policy, {owned_cores()} cores owned"
+    cores = owned_cores()
+    source = ENV if explicit() else f"policy, {cores} core{'s' * (cores != 1)} owned"
     return {"threads": f"backbone {for_backbone()}, frozen head {for_head()} ({source})"}
 
 
