@@ -42,7 +42,7 @@ _LAZY = {  # name -> the module that owns it
     "load_protocol": "plm_bench.plugins.protocols",
     "optional_module": "plm_bench.plugins.discovery",
     "load_toml": "plm_bench.files", "shipped_file": "plm_bench.files", "atomic_file": "plm_bench.files",
-    "failed_record": "plm_bench.results.records",
+    "failed_record": "plm_bench.results.records", "split_cores": "plm_bench.run.threads",
     "RunConfig": "plm_bench.config",
 }
 __all__ = ["CONTRACT_VERSION", "BackboneSpec", "BenchError", "HeadSpec", "LauncherSpec", "MethodSpec", "Option",

@@ -22,12 +22,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plm_bench import LauncherSpec, atomic_file, failed_record, hookimpl
+from plm_bench import LauncherSpec, atomic_file, failed_record, hookimpl, split_cores
 from plm_bench_plugins.ray_launcher import launch_on_ray
 from plm_bench_plugins.slurm_launcher import launch_on_slurm
 
 if TYPE_CHECKING:
     from plm_bench import RunConfig
+
+CORES_ENV = "PLM_BENCH_WORKER_CORES"  # the cores a local worker keeps to, set by the launcher
 
 
 def visible_gpus() -> list[str]:
@@ -44,8 +46,9 @@ def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], 
     """Run ``configs`` on this machine, ``workers`` at a time (default: one per visible GPU).
 
     With one worker, runs execute in this process. With more, each run gets a fresh process
-    pinned round-robin to one GPU (on a CPU-only machine: unpinned), and records come back in
-    the order runs finish. Workers die with the driver: stopped early, it terminates them; killed,
+    pinned round-robin to one GPU and to its worker's slice of this process's CPU cores (so
+    workers do not oversubscribe the cores: :mod:`plm_bench.run.threads`), and records come back
+    in the order runs finish. Workers die with the driver: stopped early, it terminates them; killed,
     they notice within a second (see :func:`worker_main`).
     """
     gpus = visible_gpus()
@@ -54,9 +57,9 @@ def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], 
         for config in configs:
             yield execute(config)
         return
-    slots: queue.Queue[str | None] = queue.Queue()
-    for i in range(workers):
-        slots.put(gpus[i % len(gpus)] if gpus else None)
+    slots: queue.Queue[tuple[str | None, set[int]]] = queue.Queue()
+    for i, cores in enumerate(split_cores(workers)):
+        slots.put((gpus[i % len(gpus)] if gpus else None, cores))
     live: set[subprocess.Popen] = set()
     with tempfile.TemporaryDirectory(prefix="plm-bench-local-") as folder, ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(run_in_subprocess, execute, config, slots, Path(folder), live) for config in configs]
@@ -72,12 +75,14 @@ def launch_locally(configs: Sequence[RunConfig], execute: Callable[[RunConfig], 
 
 def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, slots: queue.Queue,
                       folder: Path, live: set[subprocess.Popen]) -> dict:
-    """Run one config in a fresh Python process on a free GPU slot; its death fails only this run."""
-    gpu = slots.get()
+    """Run one config in a fresh Python process on a free slot (a GPU, CPU cores); its death fails only this run."""
+    gpu, cores = slot = slots.get()
     try:
         job = folder / config.hash
         job.with_suffix(".in").write_bytes(pickle.dumps((execute, config)))
-        env = dict(os.environ) if gpu is None else {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        env = {**os.environ, CORES_ENV: ",".join(map(str, sorted(cores)))}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
         with open(job.with_suffix(".err"), "w+") as stderr:
             process = subprocess.Popen([sys.executable, "-m", __name__, str(job), str(os.getpid())], env=env,
                                        stderr=stderr)
@@ -92,7 +97,7 @@ def run_in_subprocess(execute: Callable[[RunConfig], dict], config: RunConfig, s
                 return failed_record(config, f"worker process exited with status {code}: {lines[-1]}")
         return json.loads(job.with_suffix(".out").read_text())
     finally:
-        slots.put(gpu)
+        slots.put(slot)
 
 
 def exit_with(driver: int, interval_s: float = 0.5) -> None:
@@ -108,8 +113,10 @@ def exit_with(driver: int, interval_s: float = 0.5) -> None:
 
 
 def worker_main(job: Path, driver: int) -> None:
-    """Entry point of a local worker process: read (execute, config), write the record as JSON."""
+    """Entry point of a local worker process: keep to its cores, read (execute, config), write the record as JSON."""
     exit_with(driver)
+    if os.environ.get(CORES_ENV) and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(core) for core in os.environ[CORES_ENV].split(",")})
     execute, config = pickle.loads(job.with_suffix(".in").read_bytes())
     record = execute(config)
     with atomic_file(job.with_suffix(".out")) as replacement:  # the driver never reads half a record

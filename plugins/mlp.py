@@ -51,8 +51,33 @@ class MLP(nn.Module):
         self.shift.copy_(rows.mean(0))
         self.scale.copy_(rows.var(0, unbiased=False).sqrt().clamp(min=KERAS_EPSILON))
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def rows(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the first linear layer reads: :meth:`inputs`, standardized where the head does.
+        On frozen embeddings these never change, so training can compute them once."""
         features = self.inputs(hidden, mask)
         if self.standardizes:
             features = (features - self.shift) / self.scale
-        return self.net(features)
+        return features
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(self.rows(hidden, mask))
+
+    def forward_stacked(self, params: dict[str, torch.Tensor], rows: torch.Tensor, sizes: list[int],
+                        generators: list[torch.Generator] | None) -> torch.Tensor:
+        """S copies of this head at once (:mod:`plm_bench.run.frozen_heads` trains a frozen
+        condition's seeds together): ``params`` are this module's parameters stacked along a
+        leading seed axis (``torch.func.stack_module_state``), ``rows`` (S, B, in) each seed's
+        batch of :meth:`rows`, of which the first ``sizes[s]`` are real (the rest pad a short
+        batch). With ``generators`` (training), seed s's dropout mask is drawn from
+        ``generators[s]`` exactly as :meth:`forward` draws it from torch's global generator (one
+        ``bernoulli_`` over its real rows, then divided by the keep probability), so each seed
+        sees the dropout stream it would alone."""
+        w1, b1, w2, b2 = (params[f"net.{layer}.{name}"] for layer in (0, 3) for name in ("weight", "bias"))
+        hidden = torch.baddbmm(b1.unsqueeze(1), rows, w1.transpose(1, 2)).relu()
+        p = self.net[2].p
+        if generators is not None and p > 0:
+            noise = torch.ones_like(hidden)
+            for s, (size, generator) in enumerate(zip(sizes, generators, strict=True)):
+                noise[s, :size].bernoulli_(1 - p, generator=generator)
+            hidden = hidden * noise.div_(1 - p)
+        return torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2))

@@ -22,6 +22,7 @@ import cpu_peak  # noqa: E402
 import device_check  # noqa: E402
 import embedding_throughput  # noqa: E402
 import finetune_throughput  # noqa: E402
+import frozen_head_speed  # noqa: E402
 import frozen_seeds  # noqa: E402
 import memory_envelope  # noqa: E402
 import notebook_baseline  # noqa: E402
@@ -97,6 +98,24 @@ def test_frozen_script_reports_its_ratio_and_equal_metrics(tiny_esm, data_dir):
     assert result.exit_code == 0, result.output
     assert "ratio notebook/ours:" in result.output and "outputs equal: yes" in result.output
     assert "(cache read)" in result.output
+
+
+def test_frozen_head_script_smoke_reports_both_conditions_with_equal_metrics(data_dir):
+    result = run(frozen_head_speed.main, "--smoke", "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    for condition in ("idle", "one core busy"):
+        assert f"{condition}: cell ratio today/ours:" in result.output
+        assert f"{condition}: head step ours/floor:" in result.output
+    assert "outputs equal: yes" in result.output and "load " in result.output
+
+
+def test_frozen_head_script_fails_when_the_fast_path_computes_something_else(data_dir, monkeypatch):
+    from plm_bench_plugins.mlp import MLP
+
+    forward_stacked = MLP.forward_stacked
+    monkeypatch.setattr(MLP, "forward_stacked", lambda self, *args: forward_stacked(self, *args) * 1.5)
+    result = run(frozen_head_speed.main, "--smoke", "--data-dir", str(data_dir))
+    assert result.exit_code == 1 and "outputs equal: NO" in result.output
 
 
 def test_finetune_script_reports_both_methods_with_equal_gradients(tiny_esm, data_dir):

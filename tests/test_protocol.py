@@ -15,7 +15,7 @@ from plm_bench import plugins
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.run import training
+from plm_bench.run import frozen_heads, training
 from plm_bench.run.protocol import RunContext, execute
 from plm_bench.tasks.task import Example, Task
 
@@ -140,6 +140,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_result(toy_task, tmp
         return forward(self, batch, features)
 
     monkeypatch.setattr(training.Model, "forward", tight_memory)
+    monkeypatch.setattr(frozen_heads, "fits", lambda *args: False)  # the general loop's backoff (frozen heads: no OOM)
     backed_off = run(toy_task, tmp_path, seed=5)
     assert backed_off["cost"]["micro_batch"] == 2
     assert [b["micro_batch"] for b in backed_off["cost"]["oom_backoffs"]] == [4, 2]
@@ -158,6 +159,7 @@ def test_out_of_memory_at_micro_batch_one_names_the_length(toy_task, tmp_path, m
     forward = training.Model.forward
 
     monkeypatch.setattr(training.Model, "forward", no_memory)
+    monkeypatch.setattr(frozen_heads, "fits", lambda *args: False)
     with pytest.raises(BenchError, match=r"micro-batch 1 \(longest sequence \d+ residues\)"):
         run(toy_task, tmp_path)
 

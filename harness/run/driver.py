@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from plm_bench.config import RunConfig
@@ -26,25 +26,79 @@ from plm_bench.run.progress import Progress
 if TYPE_CHECKING:
     from plm_bench.run.protocol import RunContext
 
+TOGETHER = "trained_together_records"  # where a group's first record carries the others' on their way to the driver
 
-def attempt(config: RunConfig, context: RunContext) -> dict:
+
+def attempt(config: RunConfig, context: RunContext, together: Sequence[RunConfig] = ()) -> dict:
     """Run one config; a run that raises becomes a ``failed`` record, so the driver goes on.
+
+    ``together``: the other seeds of ``config``'s frozen condition (:func:`seed_groups`), run with
+    it as one stacked model (:func:`~plm_bench.run.protocol.execute_together`); their records
+    ride in this one's ``TOGETHER`` entry, which the driver unpacks (so every launcher carries
+    them as it carries one record).
 
     With ``context.pending_dir`` the record is journaled there before it is handed back, so it
     reaches the store even if the driver dies before receiving it (the next writer imports it).
     """
-    from plm_bench.run.protocol import environment, execute
+    from plm_bench.run.protocol import environment, execute, execute_together
 
-    try:
-        context.progress.start(config)
-        record = execute(config, context)
-    except Exception as exc:  # recorded, not swallowed: the record carries the error
+    def failed(config: RunConfig, exc: Exception) -> dict:  # recorded, not swallowed: the record carries the error
         error = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-        record = records.failed(config, error, environment(context.torch_device), type(exc).__name__)
+        return records.failed(config, error, environment(context.torch_device), type(exc).__name__)
+
+    configs = [config, *together]
+    try:
+        if together:
+            results = execute_together(configs, context)
+        else:
+            context.progress.start(config)
+            results = [execute(config, context)]
+    except Exception as exc:
+        results = [exc] * len(configs)
+    done = [failed(c, r) if isinstance(r, Exception) else r for c, r in zip(configs, results, strict=True)]
     if context.pending_dir:
         with contextlib.suppress(OSError):  # a worker that cannot write beside the store still hands it back
-            journal(record, context.pending_dir)
-    return record
+            for record in done:
+                journal(record, context.pending_dir)
+    return {**done[0], TOGETHER: done[1:]} if together else done[0]
+
+
+def seed_groups(configs: Sequence[RunConfig]) -> dict[str, tuple[RunConfig, ...]]:
+    """The seeds of each frozen condition among ``configs`` (a frozen method on pretrained weights,
+    every setting equal but the seed): the first seed's hash → the others. Their inputs are the
+    same, so their heads train as one model (:mod:`plm_bench.run.frozen_heads`)."""
+    from plm_bench import plugins
+
+    groups: dict[str, list[RunConfig]] = {}
+    for config in configs:
+        if config.init == "random" or plugins.get("method", config.method).trains_backbone:
+            continue  # a random-init backbone differs by seed, and so do its embeddings
+        groups.setdefault(replace(config, seed=0).hash, []).append(config)
+    return {group[0].hash: tuple(group[1:]) for group in groups.values() if len(group) > 1}
+
+
+@dataclass
+class Together:
+    """``execute`` that runs a group's first seed with the group's other seeds (``attempt``'s
+    ``together``): what a launcher ships to its workers in place of ``execute``."""
+
+    execute: Callable[..., dict]
+    groups: dict[str, tuple[RunConfig, ...]]
+
+    def __call__(self, config: RunConfig) -> dict:
+        others = self.groups.get(config.hash)
+        return self.execute(config, together=others) if others else self.execute(config)
+
+
+def unpacked(record: dict, groups: dict[str, tuple[RunConfig, ...]]) -> list[dict]:
+    """A launcher's record and the records of the seeds that ran with it; where the worker died
+    before making them (its launcher's failed record for the first seed alone), theirs fail alike."""
+    others = record.pop(TOGETHER, None)
+    if others is None:
+        error = f"it trained together with seed {record.get('config', {}).get('seed')}, whose run failed: " \
+                f"{record.get('error', 'no record')}; rerun to retry"
+        others = [records.failed(c, error, {}) for c in groups.get(record.get("config_hash"), ())]
+    return [record, *others]
 
 
 def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = False,
@@ -112,10 +166,13 @@ def drive(configs: Sequence[RunConfig], launcher: LauncherSpec, execute: Callabl
     stored: list[dict] = []
     served_by = provenance.serving({"launcher": launcher.name})
     unstored: list[str] = []  # records the store could not take, each waiting in a journal the message names
-    stream = launcher.launch(list(configs), execute, **options)
+    groups = seed_groups(configs) if "together" in inspect.signature(execute).parameters else {}
+    followers = {c.hash for group in groups.values() for c in group}
+    stream = launcher.launch([c for c in configs if c.hash not in followers],
+                             Together(execute, groups) if groups else execute, **options)
     try:
         with progress.following(configs):
-            for record in stream:
+            for record in (one for item in stream for one in unpacked(item, groups)):
                 config = expected.pop(record.get("config_hash"), None)
                 if config is None:
                     raise BenchError(f"launcher {launcher.name} returned a record for a run it was not given "

@@ -11,6 +11,7 @@ trains on and scores.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 import platform
@@ -35,7 +36,7 @@ from plm_bench.models.precision import Precision, resolve_precision
 from plm_bench.plugins.specs import HeadSpec
 from plm_bench.results import artifacts, baselines, records
 from plm_bench.results.intervals import bootstrap_ci
-from plm_bench.run import inputs
+from plm_bench.run import frozen_heads, inputs, threads
 from plm_bench.run.batching import length_buckets
 from plm_bench.run.progress import Progress
 from plm_bench.run.training import Checkpoint, Model, Outcome, predict, restore, split_loss, train
@@ -76,19 +77,138 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Prepared:
+    """A run up to its training: its data, embeddings and fresh model, and what its record says
+    about its inputs."""
+
+    config: RunConfig
+    context: RunContext
+    task: Task
+    splits: dict[str, list[Example]]
+    features: dict | None
+    backbone: Backbone
+    model: Model
+    duplicates: dict
+    test_subset: dict | None
+    unverified: list[str]
+    warnings: list[str]
+    truncated: dict | None
+    embed_seconds: float
+    untrained: list[np.ndarray]  # test predictions before any training step: a baseline
+    started: float
+    inputs: dict  # digests of what the run read (run.inputs) and of the weights as loaded
+    together: int = 1  # seeds whose heads trained as one model with this run's (:mod:`plm_bench.run.frozen_heads`)
+
+    def validate(self) -> Callable[[], tuple[float, float]]:
+        valid = self.features and self.features["valid"]
+        return validation(self.model, self.task, self.splits["valid"], valid, self.config)
+
+
 def execute(config: RunConfig, context: RunContext) -> dict:
     """Run one (resolved) config; return its run record."""
+    with threads.using(work_threads(config)):
+        return trained_alone(prepare(config, context))
+
+
+def trained_alone(run: Prepared) -> dict:
+    """The record of a prepared run trained on its own."""
+    return finish(run, train_model(run.model, run.task, run.splits, run.features, run.config, run.context,
+                                   run.validate()))
+
+
+def execute_together(configs: Sequence[RunConfig], context: RunContext) -> list[dict | Exception]:
+    """Run the seeds ``configs`` of one frozen condition (same settings but the seed: what
+    :func:`~plm_bench.run.driver.seed_groups` groups) and return each one's record, or the
+    exception that failed it. The first seed loads the data, backbone and embeddings, the others
+    share them; their heads train as one stacked model (:mod:`plm_bench.run.frozen_heads`); each
+    is tested and recorded as alone, so its record equals its record run alone up to rounding."""
+    device = context.torch_device
+    with threads.using(work_threads(configs[0])):
+        contexts = [replace(context, progress=copy.copy(context.progress)) for _ in configs]  # events per seed
+        for config, own in zip(configs, contexts, strict=True):
+            own.progress.start(config)
+        first = prepare(configs[0], contexts[0])
+        if not frozen_heads.fits(first.model, first.task, first.config):  # a head that does not stack: one by one
+            return [_attempted(trained_alone, first),
+                    *(_attempted(execute, config, own) for config, own in zip(configs[1:], contexts[1:], strict=True))]
+        runs: list[Prepared | Exception] = [first]
+        randoms = {id(first): frozen_heads.Randoms.capture(device)}  # each seed's, as its preparation left them
+        for config, own in zip(configs[1:], contexts[1:], strict=True):
+            runs.append(run := _attempted(prepare, config, own, like=first))
+            randoms[id(run)] = frozen_heads.Randoms.capture(device)
+        prepared = [run for run in runs if isinstance(run, Prepared)]
+        jobs = {id(run): frozen_heads.Job(run.model, run.task, run.splits["train"], run.features["train"], run.config,
+                                          run.context, run.validate(), randoms[id(run)]) for run in prepared}
+        for run in prepared:
+            run.together = len(prepared)
+        outcomes = dict(zip(jobs, frozen_heads.train_together(list(jobs.values())), strict=True))
+        finished: list[dict | Exception] = []
+        for run in runs:
+            outcome = run if isinstance(run, Exception) else outcomes[id(run)]
+            if isinstance(outcome, Exception):
+                finished.append(outcome)
+                continue
+            jobs[id(run)].randoms.apply(device)  # the random states the run would have after training alone
+            finished.append(_attempted(finish, run, outcome))
+        return finished
+
+
+def work_threads(config: RunConfig) -> int:
+    """Threads for a run's work (:mod:`plm_bench.run.threads`): a fine-tuning run's is the
+    backbone's throughout; a frozen run's is its head's (training, validation, testing) but for
+    computing embeddings, which :func:`prepare` gives the backbone's."""
+    return threads.for_backbone() if plugins.get("method", config.method).trains_backbone else threads.for_head()
+
+
+def _attempted(function: Callable, *args: object, **kwargs: object) -> object:
+    """``function``'s result, or the exception it raised (one seed's failure is its own)."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:  # handed back: the caller turns it into that seed's failed record
+        return exc
+
+
+def train_model(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
+                context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
+    """Train a run's model: a frozen head that stacks through :mod:`plm_bench.run.frozen_heads`
+    (at the per-step floor), anything else through :func:`~plm_bench.run.training.train`."""
+    if frozen_heads.fits(model, task, config):
+        device = context.torch_device
+        job = frozen_heads.Job(model, task, splits["train"], features["train"], config, context, validate,
+                               frozen_heads.Randoms.capture(device))
+        [outcome] = frozen_heads.train_together([job])
+        job.randoms.apply(device)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    return train(model, task, splits, features, config, context, validate)
+
+
+def prepare(config: RunConfig, context: RunContext, like: Prepared | None = None) -> Prepared:
+    """A run up to its training. ``like``: a prepared run of the same frozen condition but its
+    seed, whose inputs (data, backbone, embeddings) this one shares instead of loading them again;
+    only the head is built anew (seeded as alone, so its weights and random states are the same)."""
     run_started = time.perf_counter()
     seed_everything(config.seed)
     device = context.torch_device
     reset_peak_memory(device)
+    if like is not None:
+        inputs.check_planned(config, {k: v for k, v in like.inputs.items() if k != "weights"},
+                             context.planned.get(config.hash))
+        model = frozen_model(config, like.task, like.backbone, device, like.model.precision)
+        if config.standardize:
+            model.head.fit_standardization(like.features["train"])
+        untrained = predict(model, like.splits["test"], like.features["test"], config.batch_size)
+        return replace(like, config=config, context=context, model=model, untrained=untrained, embed_seconds=0.0,
+                       started=run_started)
     task: Task = plugins.get("task", config.task)
     unverified_reads.clear()
     forget_hashes()  # every input is read from its content at least once per run
     splits, duplicates = repeats(limit(task.load(context.data_dir), config), config.dedup, task.name)
     files = inputs.of_run(config, read_digests)
     inputs.check_planned(config, files, context.planned.get(config.hash))
-    splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=torch.get_num_threads())
+    splits, test_subset = identity_subset(splits, config.max_identity, task.name, threads=threads.for_backbone())
     unverified = sorted(unverified_reads)  # read with --allow-unverified: the record says which
     warnings = [w for split in ("valid", "test") if (w := constant_labels(task, split, splits[split]))]
     if warnings and task.metric in CORRELATIONS:  # the result (or the checkpoint choice) would be undefined
@@ -99,18 +219,27 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     backbone, model = build(config, task, device, loaded)
     splits, truncated = truncate(splits, config, backbone)
     embed_started = time.perf_counter()
-    features = (frozen_features(backbone, splits, config, context, weights, model.precision)
-                if model.backbone is None else None)
+    with threads.using(threads.for_backbone()):
+        features = (frozen_features(backbone, splits, config, context, weights, model.precision)
+                    if model.backbone is None else None)
     embed_seconds = time.perf_counter() - embed_started
     if config.standardize:
         model.head.fit_standardization(features["train"])  # build() checked that the head can
+    untrained = predict(model, splits["test"], features and features["test"], config.batch_size)
+    return Prepared(config, context, task, splits, features, backbone, model, duplicates, test_subset, unverified,
+                    warnings, truncated, embed_seconds, untrained, run_started,
+                    {**files, "weights": f"blake2b:{weights}"})
+
+
+def finish(run: Prepared, outcome: Outcome) -> dict:
+    """Test a trained run's checkpoints and build its record."""
+    config, context, task, splits, features, backbone, model = (
+        run.config, run.context, run.task, run.splits, run.features, run.backbone, run.model)
+    device = context.torch_device
 
     def predictions(split: str) -> list[np.ndarray]:
         return predict(model, splits[split], features and features[split], config.batch_size)
 
-    untrained = predictions("test")  # a baseline: the model before any training step
-    outcome = train(model, task, splits, features, config, context,
-                    validate=validation(model, task, splits["valid"], features and features["valid"], config))
     context.progress.testing(len(splits["test"]))
     eval_started = time.perf_counter()
     chosen = reported(outcome, config)
@@ -127,9 +256,10 @@ def execute(config: RunConfig, context: RunContext) -> dict:
     artifact = artifacts.save(model, context.artifact_dir, config.hash) if context.artifact_dir else None
     test_predictions = predictions("test")
     low, high = bootstrap_ci(task, splits["test"], test_predictions, seed=config.seed)
-    controls = {"untrained head": untrained}
+    controls = {"untrained head": run.untrained}
     if config.shuffled_labels:
-        controls["shuffled labels"] = shuffled_label_predictions(config, task, backbone, splits, features, context)
+        controls["shuffled labels"] = shuffled_label_predictions(config, task, backbone, splits, features, context,
+                                                                 model.precision)
     versus = baselines.margin(task, splits["train"], splits["test"], test_predictions, seed=config.seed,
                               controls=controls)
     eval_seconds = time.perf_counter() - eval_started
@@ -152,21 +282,21 @@ def execute(config: RunConfig, context: RunContext) -> dict:
         history=outcome.history,
         precision=precision_section(config, backbone, model, outcome),
         **({"resumed_from": outcome.resumed_from} if outcome.resumed_from else {}),
-        **({"truncation": truncated} if truncated else {}),
-        duplicates=duplicates,
-        inputs={**files, "weights": f"blake2b:{weights}"},
-        **({"test_subset": test_subset} if test_subset else {}),
+        **({"truncation": run.truncated} if run.truncated else {}),
+        duplicates=run.duplicates,
+        inputs=run.inputs,
+        **({"test_subset": run.test_subset} if run.test_subset else {}),
         parameters=parameter_counts(backbone, model),
         adapter=artifacts.adapter_config(model),
         **({"artifact": artifact} if artifact else {}),
-        **({"unverified_data": unverified} if unverified else {}),
-        **({"warnings": warnings} if warnings else {}),
+        **({"unverified_data": run.unverified} if run.unverified else {}),
+        **({"warnings": run.warnings} if run.warnings else {}),
         cost={
             "train_seconds": outcome.train_seconds,
-            "embed_seconds": embed_seconds,
+            "embed_seconds": run.embed_seconds,
             "eval_seconds": eval_seconds,
             "time_to_best_seconds": chosen.seconds,
-            "total_seconds": time.perf_counter() - run_started,
+            "total_seconds": time.perf_counter() - run.started,
             "train_samples_per_second": per_second(outcome.samples, outcome.train_seconds),
             "train_residues_per_second": per_second(outcome.residues, outcome.train_seconds),
             "peak_memory": peak_memory(device),
@@ -175,7 +305,8 @@ def execute(config: RunConfig, context: RunContext) -> dict:
             "dtype": dtype_name(model.parameters()),  # the trained weights' (the head's when frozen)
             "backbone_dtype": dtype_name(backbone.parameters(), backbone.buffers()),
         },
-        environment=environment(device),
+        environment={**environment(device),
+                     **({"trained_together": f"{run.together} seeds"} if run.together > 1 else {})},
     )
 
 
@@ -258,6 +389,13 @@ def build(config: RunConfig, task: Task, device: torch.device, loaded: Backbone 
     return backbone, Model(None, head, precision=precision).to(device)
 
 
+def frozen_model(config: RunConfig, task: Task, backbone: Backbone, device: torch.device,
+                 precision: Precision) -> Model:
+    """A frozen method's model as :func:`build` makes it: a fresh head seeded with the run's seed."""
+    seed_everything(config.seed)
+    return Model(None, fresh_head(config, task, backbone, False).to(device), precision=precision).to(device)
+
+
 def fresh_head(config: RunConfig, task: Task, backbone: Backbone, trains_backbone: bool) -> torch.nn.Module:
     """The run's head as built before training (seed it first for a reproducible one)."""
     head_spec = plugins.get("head", config.head)
@@ -266,7 +404,7 @@ def fresh_head(config: RunConfig, task: Task, backbone: Backbone, trains_backbon
 
 
 def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone, splits: dict[str, list[Example]],
-                               features: dict, context: RunContext) -> list[np.ndarray]:
+                               features: dict, context: RunContext, precision: Precision) -> list[np.ndarray]:
     """Test predictions of a fresh head trained, as the run's was, on the frozen training embeddings
     with the training labels permuted (across proteins, or across scored residues for per-residue
     tasks) and selected on the true validation labels: what the head learns without the label
@@ -285,13 +423,12 @@ def shuffled_label_predictions(config: RunConfig, task: Task, backbone: Backbone
             label = np.array(e.label, copy=True)
             label[m] = [next(pool) for _ in range(int(m.sum()))]
             permuted.append(replace(e, label=label))
-    seed_everything(config.seed)
-    model = Model(None, fresh_head(config, task, backbone, False)).to(context.torch_device)
+    model = frozen_model(config, task, backbone, context.torch_device, precision)
     if config.standardize:
         model.head.fit_standardization(features["train"])
     quiet = replace(context, progress=Progress(), resume_dir=None)  # the saved training state is the run's
-    outcome = train(model, task, {**splits, "train": permuted}, features, config, quiet,
-                    validate=validation(model, task, splits["valid"], features["valid"], config))
+    outcome = train_model(model, task, {**splits, "train": permuted}, features, config, quiet,
+                          validate=validation(model, task, splits["valid"], features["valid"], config))
     restore(model, reported(outcome, config).state)
     return predict(model, splits["test"], features["test"], config.batch_size)
 
@@ -458,4 +595,5 @@ def environment(device: torch.device) -> dict:
         "peft": peft.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "host": platform.node(),
+        **threads.described(),
     }

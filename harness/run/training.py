@@ -269,6 +269,52 @@ def better(config: RunConfig, valid: float, valid_loss: float, than: Checkpoint 
     return valid > than.valid + margin
 
 
+def halted(state: Outcome, config: RunConfig) -> bool:
+    """Whether training is over for good: patience ran out and the run reports that checkpoint."""
+    return state.stopped_at_epoch is not None and config.checkpoint == "early-stop"
+
+
+def validated(model: nn.Module, config: RunConfig, context: RunContext, state: Outcome, epochs_run: float,
+              loss: float, valid: float, valid_loss: float, since_improvement: int,
+              early_best: Checkpoint | None) -> tuple[int, Checkpoint | None]:
+    """Book one validation of ``model`` (at ``epochs_run``, last training loss ``loss``) into
+    ``state``: its history entry, the best-of-N checkpoint, early stopping's count; returns the
+    count and the best validation it counts from. Every training loop shares it (this module's
+    and the stacked frozen heads' of :mod:`plm_bench.run.frozen_heads`)."""
+    state.epochs_run = epochs_run
+    state.history.append({"epoch": round(state.epochs_run, 4), "step": len(state.history) + 1,
+                          "train_loss": loss, "valid": valid, "valid_loss": valid_loss})
+    if better(config, valid, valid_loss, state.best):
+        state.best = Checkpoint(state.epochs_run, len(state.history), valid, valid_loss,
+                                state.train_seconds, snapshot(model))
+    context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss, valid_loss)
+    if state.stopped_at_epoch is None:
+        if better(config, valid, valid_loss, early_best, config.min_delta):
+            early_best, since_improvement = Checkpoint(state.epochs_run, 0, valid, valid_loss, 0.0, {}), 0
+        else:
+            since_improvement += 1
+        if config.patience is not None and since_improvement >= config.patience:
+            state.stopped_at_epoch, state.early_stop = state.epochs_run, state.best
+            context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
+                                        stops=config.checkpoint == "early-stop")
+    return since_improvement, early_best
+
+
+def resume_training(model: Model, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    state: Outcome, config: RunConfig, context: RunContext,
+                    generator: torch.Generator) -> resume.Position | None:
+    """Put the training state a previous attempt of the run saved (:mod:`plm_bench.run.resume`)
+    into the model, optimizer, scheduler, ``state`` and the batch-order ``generator``; where to
+    go on from, or ``None`` (no saved state: start afresh)."""
+    saved = resume.load(context.resume_dir, config, model, optimizer, scheduler, state, context.torch_device,
+                        context.progress) if context.resume_dir else None
+    if saved:
+        generator.set_state(saved.epoch_generator)  # the epoch's batch order is drawn again, the same
+        state.resumed_from = {"epoch": state.history[-1]["epoch"], "step": state.history[-1]["step"]}
+        context.progress.resuming(state.epochs_run, len(state.history))
+    return saved
+
+
 def train(model: Model, task: Task, splits: dict, features: dict | None, config: RunConfig,
           context: RunContext, validate: Callable[[], tuple[float, float]]) -> Outcome:
     """Train under the run protocol; ``validate()`` returns (primary metric, loss) on valid.
@@ -292,22 +338,15 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
     loss = float("nan")
     first_epoch, resumed_batches = 1, 0
     context.progress.training(len(splits["train"]))
-    saved = resume.load(context.resume_dir, config, model, optimizer, scheduler, state, device,
-                        context.progress) if context.resume_dir else None
+    saved = resume_training(model, optimizer, scheduler, state, config, context, generator)
     if saved:
         first_epoch, resumed_batches, loss = saved.epoch, saved.batches_done, saved.loss
         since_improvement, early_best = saved.since_improvement, saved.early_best
-        generator.set_state(saved.epoch_generator)  # the epoch's batch order is drawn again, the same
         if state.scaler:
             scaler.load_state_dict(state.scaler)
-        state.resumed_from = {"epoch": state.history[-1]["epoch"], "step": state.history[-1]["step"]}
-        context.progress.resuming(state.epochs_run, len(state.history))
-
-    def halted() -> bool:
-        return state.stopped_at_epoch is not None and config.checkpoint == "early-stop"
 
     for epoch in range(first_epoch, config.epochs + 1):
-        if halted():
+        if halted(state, config):
             break
         model.train()
         epoch_generator = generator.get_state()
@@ -334,27 +373,13 @@ def train(model: Model, task: Task, splits: dict, features: dict | None, config:
                 continue
             valid, valid_loss = validate()
             model.train()
-            state.epochs_run = epoch - 1 + (b + 1) / len(order)
-            state.history.append({"epoch": round(state.epochs_run, 4), "step": len(state.history) + 1,
-                                  "train_loss": loss, "valid": valid, "valid_loss": valid_loss})
-            if better(config, valid, valid_loss, state.best):
-                state.best = Checkpoint(state.epochs_run, len(state.history), valid, valid_loss,
-                                        state.train_seconds, snapshot(model))
-            context.progress.validation(state.epochs_run, len(state.history), valid, state.best.valid, loss, valid_loss)
-            if state.stopped_at_epoch is None:
-                if better(config, valid, valid_loss, early_best, config.min_delta):
-                    early_best, since_improvement = Checkpoint(state.epochs_run, 0, valid, valid_loss, 0.0, {}), 0
-                else:
-                    since_improvement += 1
-                if config.patience is not None and since_improvement >= config.patience:
-                    state.stopped_at_epoch, state.early_stop = state.epochs_run, state.best
-                    context.progress.early_stop(state.epochs_run, state.best.valid, config.patience,
-                                               stops=config.checkpoint == "early-stop")
+            since_improvement, early_best = validated(model, config, context, state, epoch - 1 + (b + 1) / len(order),
+                                                      loss, valid, valid_loss, since_improvement, early_best)
             if context.resume_dir:
                 state.scaler = scaler.state_dict()  # empty without loss scaling
                 resume.save(context.resume_dir, config, model, optimizer, scheduler, state, device,
                             resume.Position(epoch, b + 1, epoch_generator, loss, since_improvement, early_best))
-            if halted():
+            if halted(state, config):
                 break
         context.progress.remove_task(steps_bar)
     state.early_stop = state.early_stop or state.best
