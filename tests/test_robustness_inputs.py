@@ -131,9 +131,10 @@ def test_weights_swapped_in_a_backbone_path_rerun(tmp_path, tiny_esm):
     assert "already done" in quick_run(task, store, *args).output  # unchanged since: done
 
 
-def test_inputs_changed_between_seeds_stop_the_run(tmp_path, monkeypatch):
+def test_inputs_changed_between_seeds_stop_the_run(tmp_path, monkeypatch, tiny_esm):
     """The first seed runs on the data as planned; the data changes; the next seed stops with one
-    line instead of training on other data than its siblings."""
+    line instead of training on other data than its siblings. (Fine-tuning: a frozen condition's
+    seeds read the data once and train together, so they cannot differ.)"""
     from plm_bench.run import protocol
 
     task = write_task(tmp_path / "task")
@@ -149,8 +150,9 @@ def test_inputs_changed_between_seeds_stop_the_run(tmp_path, monkeypatch):
         return original(config, context)
 
     monkeypatch.setattr(protocol, "execute", edit_after_first)
-    result = quick_run(task, tmp_path / "r.sqlite", "--seeds", "2")
-    assert result.exit_code == 2
+    result = quick_run(task, tmp_path / "r.sqlite", "--seeds", "2", "--backbone", "esm2-8m", "--backbone-path",
+                       tiny_esm, "--method", "full")
+    assert calls == [1, 2] and result.exit_code == 2, result.output
     assert "changed since this command started" in result.output and "data.csv" in result.output
     assert row_count(tmp_path / "r.sqlite", "finished") == 1
 
