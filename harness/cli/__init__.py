@@ -19,6 +19,7 @@ from plm_bench.cli import (
     leaderboard,
     listing,
     models,
+    pilot,
     predict,
     profile,
     report,
@@ -55,5 +56,6 @@ def main() -> None:
 
 
 for command in (listing.list_, run.run, grid.grid, status.status, leaderboard.leaderboard, report.report, runs.runs,
-                runs.show, predict.predict, embed.embed, profile.profile, data.data, models.models):
+                runs.show, predict.predict, embed.embed, profile.profile, data.data, models.models,
+                pilot.pilot):
     main.add_command(command)
