@@ -133,7 +133,8 @@ def answer(plan: dict, records: list[dict], ci: str = "t") -> list[Answer]:
             gains.caption.append(f"{metric}: lower is better, so a gain is the fine-tuned value below frozen's")
         gains.caption.append(f"gain/loss: the paired 95% CI excludes 0; a gain smaller than {min_gain:g} is not "
                              "worth having (--min-gain)")
-        answer_ = Answer(backbone, "", gains, cost_table(plan, backbone, by, fractions, methods))
+        answer_ = Answer(backbone, "", gains, cost_table(plan, backbone, by, fractions,
+                                                         [*methods, *plan.get("left_out", [])]))
         answer_.evidence += trends(cells)
         answer_.evidence += baselines(by, fractions)
         largest = max(fractions, default=None)
@@ -276,8 +277,10 @@ def what_would_decide(plan: dict, backbone: str, decided: dict, unmeasured: list
         if fraction is None:
             parts.append(f"{method} was not measured")
             continue
-        parts.append(f"{method} has fewer than 2 seeds paired with a frozen head; about 3 seeds at fraction "
-                     f"{fraction:g} would start to decide it, est. {duration(3 * full[f'{fraction:g}'])}")
+        why = "did not fit the budget" if method in plan.get("left_out", []) else \
+            "has fewer than 2 seeds paired with a frozen head"
+        parts.append(f"{method} {why}; about 3 seeds at fraction {fraction:g} would start to decide it, est. "
+                     f"{duration(3 * full[f'{fraction:g}'])} (by the cost model)")
     return "; ".join(parts) or "no fine-tuned run finished"
 
 

@@ -69,6 +69,8 @@ def parse_duration(text: str) -> float:
 
 def duration(seconds: float) -> str:
     """Seconds for people: ``45 s``, ``12.5 min``, ``2.1 h``."""
+    if seconds < 10:
+        return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
