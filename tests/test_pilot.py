@@ -198,3 +198,45 @@ def test_an_under_budgeted_pilot_says_inconclusive(tmp_path, tiny_esm, monkeypat
     assert report.exit_code == 0, report.output
     text = (store_path.parent / "report.md").read_text()
     assert "## Pilot: toy-charge" in text and "inconclusive" in text
+
+
+def fake_record(run_hash: str, score: float, seconds: float = 10.0) -> dict:
+    """The parts of a finished record the answer reads."""
+    return {"config_hash": run_hash, "status": "finished", "primary_metric": "spearman",
+            "metrics": {"test": {"spearman": score}},
+            "cost": {"embed_seconds": 0.0, "total_seconds": seconds, "train_seconds": seconds,
+                     "peak_memory": {"kind": "process_rss", "rss_bytes": 2**30}},
+            "parameters": {"trainable": 1, "total": 4},
+            "baseline": {"metric": "mse", "trivial": "train mean", "model": 1.0, "baseline": 1.5, "clears": True,
+                         "baselines": {"train mean": 1.5}}}
+
+
+def plan_document(lora: list[float], frozen: list[float]) -> tuple[dict, list[dict]]:
+    runs, records = [], []
+    for role, scores in (("frozen MLP", frozen), ("lora", lora)):
+        for seed, score in enumerate(scores, 1):
+            runs.append({"hash": f"{role}-{seed}", "backbone": "esm2-8m", "role": role, "train_fraction": 1.0,
+                         "seed": seed})
+            records.append(fake_record(f"{role}-{seed}", score, 100.0 if role == "lora" else 10.0))
+    plan = {"task": "toy-charge", "metric": "spearman", "backbones": ["esm2-8m"], "methods": ["lora"],
+            "left_out": [], "min_gain": 0.01, "device": "CPU", "runs": runs,
+            "run_estimates": {"esm2-8m": {"lora": {"1": 100.0}}}}
+    return plan, records
+
+
+def test_verdicts_follow_the_paired_intervals():
+    """Hand-made seeds: a clear gain, a clear nothing, and a gain the CI cannot yet tell from 0,
+    for which the answer names the seeds that would (at the spread seen) and their time."""
+    frozen = [0.50, 0.60, 0.70]
+    gain, = answers.answer(*plan_document([0.61, 0.70, 0.81], frozen))
+    assert gain.verdict.startswith("fine-tune (lora): +0.107 [")
+    assert "for 10× the cost per run" in gain.verdict  # 100 s against the frozen head's 10 s
+    nothing, = answers.answer(*plan_document([0.47, 0.58, 0.68], frozen))
+    assert nothing.verdict.startswith("frozen is enough"), nothing.verdict
+    # differences +0.10, -0.02, +0.06: mean +0.047, SD 0.061, t(2) CI ± 0.152 straddles 0
+    unsure, = answers.answer(*plan_document([0.60, 0.58, 0.76], frozen))
+    assert unsure.verdict.startswith("inconclusive: lora +0.047 ["), unsure.verdict
+    n = answers.seeds_to_decide([0.10, -0.02, 0.06], 0.01)
+    # the smallest n whose t-interval at this SD excludes 0: t(n-1) * 0.0611 / sqrt(n) < 0.0467
+    assert n == 10  # n = 9: 2.306 * 0.0611 / 3 = 0.0470, just short
+    assert f"about {n - 3} more seeds would decide it, est. {planner.duration((n - 3) * 110)}" in unsure.verdict

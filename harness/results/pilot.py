@@ -240,8 +240,11 @@ def verdict(plan: dict, backbone: str, cells: dict, best_frozen: dict, by: dict,
     if gains:
         method, (_, fraction, cell, _, role) = max(gains.items(), key=lambda kv: kv[1][2].mean)
         ratio = total_seconds(by[(method, fraction)]) / total_seconds(best_frozen[fraction][1])
+        short = [r for r in by[(method, fraction)].values() if r.get("baseline", {}).get("clears") is False]
+        caveat = (f"; but {len(short)}/{len(by[(method, fraction)])} of its seeds do not clear the trivial baseline"
+                  if short else "")
         return (f"fine-tune ({method}): {cell.mean:+.3f} [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}] {metric} over the "
-                f"{role} for {ratio:.2g}× the cost per run{where(fraction)}")
+                f"{role} for {ratio:.2g}× the cost per run{where(fraction)}{caveat}")
     unmeasured = [m for m in (*plan["methods"], *plan.get("left_out", [])) if m not in decided]
     if decided and all(v[0] == "enough" for v in decided.values()) and not unmeasured:
         listed = "; ".join(f"{m}: {v[2].mean:+.3f} [{v[2].ci_low:+.3f}, {v[2].ci_high:+.3f}]{where(v[1])}"
@@ -262,8 +265,9 @@ def what_would_decide(plan: dict, backbone: str, decided: dict, unmeasured: list
         n = seeds_to_decide(differences, min_gain)
         gain = f"{method} {cell.mean:+.3f} [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}] at fraction {fraction:g}"
         if n is not None:
-            parts.append(f"{gain}: about {n - len(differences)} more seeds would decide it, est. "
-                         f"{duration((n - len(differences)) * per_seed)}")
+            more = n - len(differences)
+            parts.append(f"{gain}: about {more} more seed{'s' * (more > 1)} would decide it, est. "
+                         f"{duration(more * per_seed)}")
         else:
             parts.append(f"{gain}: more than {MAX_SEEDS} seeds at this spread; a larger fraction would decide it "
                          "sooner")
