@@ -240,3 +240,31 @@ def test_verdicts_follow_the_paired_intervals():
     # the smallest n whose t-interval at this SD excludes 0: t(n-1) * 0.0611 / sqrt(n) < 0.0467
     assert n == 10  # n = 9: 2.306 * 0.0611 / 3 = 0.0470, just short
     assert f"about {n - 3} more seeds would decide it, est. {planner.duration((n - 3) * 110)}" in unsure.verdict
+
+
+def test_running_stops_short_of_the_budget_at_the_pace_measured(shape, monkeypatch):
+    """Each run takes twice its estimate: once that is known, a run that would end past the budget
+    is left out, and so is every later frozen run of its backbone (its estimate counted on
+    embeddings the left-out run was to compute)."""
+    costs = {"esm2-8m": {"frozen": cost("frozen", None, 2000.0), "lora": cost("lora", 500.0, 1000.0)}}
+    plan = planner.make_plan("toy-charge", "protein", shape, ["esm2-8m"], costs, 3600, "CPU",
+                             pinned={"seeds": (2,), "fractions": (0.5, 1.0), "epochs": 3})
+    clock = {"now": 0.0}
+    monkeypatch.setattr(planner.time, "monotonic", lambda: clock["now"])
+    ran = []
+
+    def run(configs):
+        clock["now"] += 2 * sum(s.seconds for s in plan.steps if s.config in configs)
+        ran.extend(configs)
+        return [{"config_hash": c.hash} for c in configs]
+
+    steps = plan.steps
+    first_embedding = steps[0].seconds  # the first probe embeds train (0.5), valid and test
+    budget = 2 * first_embedding + 30  # room for the first fraction's frozen runs only, at the real pace
+    out = planner.run_within([[s] for s in steps], budget, run, done={steps[1].config.hash})
+    assert ran[0] == steps[0].config and steps[1].config not in ran  # done runs are not run again
+    assert out["pace"] == pytest.approx(2.0) and clock["now"] <= budget
+    left = {s.config.hash for s in out["skipped"]}
+    later_frozen = [s for s in steps if s.config.method == "frozen" and s.config.train_fraction == 1.0]
+    assert later_frozen and all(s.config.hash in left for s in later_frozen)
+    assert len(ran) + len(left) + 1 == len(steps)

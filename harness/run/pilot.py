@@ -452,6 +452,11 @@ def waves(steps: Sequence[Step], one_by_one: bool) -> list[list[Step]]:
     return list(groups.values())
 
 
+def embedding_key(config: RunConfig) -> tuple:
+    """The backbone whose frozen embeddings a run reads (its splits are shared across the plan's runs)."""
+    return (config.backbone, config.backbone_path, config.init)
+
+
 def run_within(groups: Sequence[Sequence[Step]], budget: float, run: Callable[[list[RunConfig]], list[dict]],
                done: set[str], started: float | None = None) -> dict:
     """Run ``groups`` of steps in order through ``run`` (the driver), skipping what is ``done``;
@@ -461,14 +466,18 @@ def run_within(groups: Sequence[Sequence[Step]], budget: float, run: Callable[[l
     started = time.monotonic() if started is None else started
     estimated = taken = 0.0
     records, skipped = [], []
+    unembedded: set[tuple] = set()  # backbones with a frozen run left out: later ones may need its embeddings
     for group in groups:
         todo = [s for s in group if s.config.hash not in done]
         if not todo:
             continue
         pace = max(taken / estimated, 1.0) if estimated > 0 else 1.0
         expected = sum(s.seconds for s in todo) * pace
-        if time.monotonic() - started + expected > budget:
+        # a frozen run's estimate leaves out the embeddings an earlier run of the plan computes
+        shared = {embedding_key(s.config) for s in todo if s.config.method == FROZEN} & unembedded
+        if shared or time.monotonic() - started + expected > budget:
             skipped += todo
+            unembedded |= {embedding_key(s.config) for s in todo if s.config.method == FROZEN}
             continue
         begun = time.monotonic()
         records += run([s.config for s in todo])
