@@ -188,7 +188,7 @@ def test_an_under_budgeted_pilot_says_inconclusive(tmp_path, tiny_esm, monkeypat
         "--store", str(store_path), "--data-dir", str(store_path.parent)])
     assert result.exit_code == 0, result.output
     assert "stored)" in result.output and "measured now" not in result.output  # planned from the stored profiles
-    assert "full left out" in result.output
+    assert "full left out: the smallest pilot with it needs about" in result.output
     verdict = next(line for line in result.output.splitlines() if line.startswith("verdict for esm2-8m"))
     assert "inconclusive" in verdict and "full" in verdict and "est." in verdict, result.output
     assert not [r for r in Store(store_path).records() if r["config"]["method"] == "full"]

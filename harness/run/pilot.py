@@ -380,18 +380,18 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
                 for m in methods}
     epochs = min((c.epochs for c in resolved.values()), default=MIN_EPOCHS)
     validations = {m: c.val_per_epoch for m, c in resolved.items()}
-    cheapest = None
+    cheapest: dict[str, float] = {}  # method (or frozen: any design) -> the cheapest design with it
     for design in candidates(methods, shape, epochs, pinned):
         embedded: set = set()
         seconds = sum(run_seconds(m, f, design, validations.get(m, 1), costs[b][m], shape, embedded)
                       for _, b, m, f, _ in layout(backbones, design, level))
-        cheapest = seconds if cheapest is None else min(cheapest, seconds)
+        for method in (FROZEN, *design.methods):
+            cheapest[method] = min(cheapest.get(method, seconds), seconds)
         if seconds > budget:
             continue
         left = tuple(m for m in methods if m not in design.methods)
-        if left:
-            notes.append(f"{', '.join(left)} left out: even the smallest design with it needs more than the "
-                         "budget; give more time to include it")
+        notes += [f"{m} left out: the smallest pilot with it needs about {duration(cheapest[m])} here; give that "
+                  "--budget to include it" for m in left]
         embedded = set()
         steps = [Step(config_of(role, b, m, f, seed, task, level, design, settings),
                       run_seconds(m, f, design, validations.get(m, 1), costs[b][m], shape, embedded), role)
@@ -399,7 +399,7 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
         return Plan(task, plugins.get("task", task).metric, shape, tuple(backbones), budget, device_label, design,
                     steps, costs, left, notes, validations=validations)
     raise BenchError(f"the smallest pilot (frozen heads only, 2 seeds, {MIN_TRAIN}+ training examples) needs "
-                     f"about {duration(cheapest or 0)} on this device; give a --budget of at least that")
+                     f"about {duration(cheapest.get(FROZEN, 0))} on this device; give a --budget of at least that")
 
 
 # --- kept beside the store -------------------------------------------------------------------
