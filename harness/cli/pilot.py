@@ -160,7 +160,7 @@ def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str
     if dry_run:
         return
 
-    document = plan.document()
+    document = {**plan.document(), "budget_seconds": seconds}  # the user's, profiling included
     plan_file = planner.save(document, store_path, planner.plan_id(plan))
     ran = run(plan, results, store_path, data, device, launcher, workers, extra, log_json, done,
               seconds, started)

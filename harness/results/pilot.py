@@ -15,6 +15,7 @@ favours frozen slightly: a gain over it is conservative.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,9 +75,17 @@ def seeds_to_decide(differences: list[float], min_gain: float) -> int | None:
     return None
 
 
-def total_seconds(runs: dict[int, dict]) -> float:
-    """A condition's time per run, its embedding counted once (later seeds read the cache)."""
-    return lb.COSTS["total (s)"]([r["cost"] for r in runs.values()])
+def seconds_per_run(by: dict, role: str, fraction: float) -> float:
+    """A condition's time per run at ``fraction``, mean over seeds. A frozen head's includes the
+    embedding its runs read, computed once for every frozen run of the fraction by whichever ran
+    first (either head alone would need it); a fine-tuning run's is its own."""
+    runs = list(by[(role, fraction)].values())
+    if role in (*FROZEN_ROLES, "shuffled labels"):
+        shared = [r for (other, f), seeds in by.items() if f == fraction and other in (*FROZEN_ROLES, "shuffled labels")
+                  for r in seeds.values()]
+        embedding = max(r["cost"]["embed_seconds"] for r in shared)
+        return embedding + statistics.fmean(r["cost"]["total_seconds"] - r["cost"]["embed_seconds"] for r in runs)
+    return statistics.fmean(r["cost"]["total_seconds"] for r in runs)
 
 
 def baseline_text(name: str, runs: dict[int, dict]) -> str:
@@ -206,7 +215,7 @@ def cost_table(plan: dict, backbone: str, by: dict, fractions: list[float], meth
             continue
         largest = max(ran)
         runs = by[(role, largest)]
-        measured = total_seconds(runs)
+        measured = seconds_per_run(by, role, largest)
         if largest == 1:
             projected = f"{duration(measured)} (measured)"
         else:
@@ -218,7 +227,7 @@ def cost_table(plan: dict, backbone: str, by: dict, fractions: list[float], meth
         table.rows[(role,)] = {"largest fraction run": f"{largest:g}", "time per run (measured)": duration(measured),
                                "time per run at fraction 1": projected, "peak memory": peak_text(runs),
                                "trainable share": f"{sum(share) / len(share):.2%}" if share else None}
-    table.caption.append("time per run: mean over seeds, a frozen condition's embedding counted once; projections "
+    table.caption.append("time per run: mean over seeds, a frozen head's including the embedding it reads; projections "
                          "scale the measured time by the cost model's ratio (training time grows with the data, "
                          "evaluation does not); peak memory at the largest fraction run")
     return table
@@ -239,7 +248,7 @@ def verdict(plan: dict, backbone: str, cells: dict, best_frozen: dict, by: dict,
     gains = {m: v for m, v in decided.items() if v[0] == "gain"}
     if gains:
         method, (_, fraction, cell, _, role) = max(gains.items(), key=lambda kv: kv[1][2].mean)
-        ratio = total_seconds(by[(method, fraction)]) / total_seconds(best_frozen[fraction][1])
+        ratio = seconds_per_run(by, method, fraction) / seconds_per_run(by, role, fraction)
         short = [r for r in by[(method, fraction)].values() if r.get("baseline", {}).get("clears") is False]
         caveat = (f"; but {len(short)}/{len(by[(method, fraction)])} of its seeds do not clear the trivial baseline"
                   if short else "")
@@ -261,7 +270,7 @@ def what_would_decide(plan: dict, backbone: str, decided: dict, unmeasured: list
     for method, (state, fraction, cell, differences, _) in decided.items():
         if state != "open":
             continue
-        per_seed = total_seconds(by[(method, fraction)]) + total_seconds(best_frozen[fraction][1])
+        per_seed = seconds_per_run(by, method, fraction) + seconds_per_run(by, best_frozen[fraction][0], fraction)
         n = seeds_to_decide(differences, min_gain)
         gain = f"{method} {cell.mean:+.3f} [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}] at fraction {fraction:g}"
         if n is not None:
@@ -304,8 +313,11 @@ def sections(store_path: Path, records: list[dict], ci: str = "t") -> list[Secti
         if not any(a.gains.rows for a in answers):
             continue
         section = Section(f"Pilot: {plan['task']} within {duration(plan['budget_seconds'])} on {plan['device']}")
-        section.text.append(f"Plan: {plan['description']}; estimated {duration(plan['estimated_seconds'])}."
-                            + (f" {' '.join(plan['notes'])}." if plan.get("notes") else ""))
+        ran = plan.get("ran")
+        section.text.append(f"Plan: {plan['description']}; estimated {duration(plan['estimated_seconds'])}"
+                            + (f", ran in {duration(ran['seconds'])} with {ran['left_out']} runs left out for the "
+                               "budget" if ran else "") + "."
+                            + (f" {'; '.join(plan['notes'])}." if plan.get("notes") else ""))
         for a in answers:
             section.text += render_text(a)
             section.tables += [a.gains, a.costs]
