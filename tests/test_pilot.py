@@ -192,6 +192,7 @@ def test_an_under_budgeted_pilot_says_inconclusive(tmp_path, tiny_esm, monkeypat
     verdict = next(line for line in result.output.splitlines() if line.startswith("verdict for esm2-8m"))
     assert "inconclusive" in verdict and "full" in verdict and "est." in verdict, result.output
     assert not [r for r in Store(store_path).records() if r["config"]["method"] == "full"]
+    assert "trained on shuffled labels at fraction 1: test mse" in result.output  # the baselines are in the answer
     # bench report shows the pilot's answer, though every run of it is a frozen one
     report = CliRunner().invoke(main, ["report", "--store", str(store_path), "--format", "md",
                                        "-o", str(store_path.parent / "report.md")])

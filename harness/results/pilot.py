@@ -184,12 +184,14 @@ def baselines(by: dict, fractions: list[float]) -> list[str]:
     largest = max(fractions)
     lines = [baseline_text(f"{role} at fraction {largest:g}", runs)
              for (role, fraction), runs in sorted(by.items()) if fraction == largest and role != "shuffled labels"]
-    shuffled = [r["baseline"]["baselines"].get("shuffled labels") for r in by.get(("shuffled labels", largest),
-                                                                                  {}).values()]
-    if shuffled and shuffled[0] is not None:
-        first = next(iter(by[("shuffled labels", largest)].values()))["baseline"]
-        lines.append(f"a frozen MLP trained on shuffled labels: test {first['metric']} {shuffled[0]:.4g} (what a head "
-                     "learns without the label signal)")
+    for (role, fraction), runs in sorted(by.items()):
+        for record in runs.values() if role == "shuffled labels" else ():
+            found, values = record["baseline"], record["baseline"]["baselines"]
+            trivial = next(f"the {name}'s {values[name]:.4g}" for name in ("train mean", "majority class")
+                           if name in values)
+            lines.append(f"a frozen MLP trained on shuffled labels at fraction {fraction:g}: test {found['metric']} "
+                         f"{values['shuffled labels']:.4g} (what a head learns without the label signal), against "
+                         f"{trivial} and {found['model']:.4g} for the same head on the true labels")
     return ["Baselines: " + "; ".join(lines) + "."] if lines else []
 
 

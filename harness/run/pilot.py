@@ -293,14 +293,16 @@ def fractions_for(top: float, count: int, train: int) -> tuple[float, ...] | Non
 
 def layout(backbones: Sequence[str], design: Design, level: str) -> list[tuple[str, str, str, float, int]]:
     """The runs of a design as (role, backbone, method, fraction, seed), cheap first: per backbone
-    and fraction the linear probe and the frozen MLP of every seed, one frozen MLP also trained on
-    shuffled labels (at the largest fraction), then each fine-tuning method by fraction and seed."""
+    and fraction the linear probe and the frozen MLP of every seed (after the smallest fraction's,
+    one frozen MLP trained on shuffled labels: cheap, so even a pilot stopped early has its
+    baseline), then each fine-tuning method by fraction and seed."""
     runs = []
     for backbone in backbones:
         for fraction in design.fractions:
             for seed in range(1, design.seeds + 1):
                 runs += [("probe", backbone, FROZEN, fraction, seed), ("frozen MLP", backbone, FROZEN, fraction, seed)]
-        runs.append(("shuffled labels", backbone, FROZEN, design.fractions[-1], 1))
+            if fraction == design.fractions[0]:
+                runs.append(("shuffled labels", backbone, FROZEN, fraction, 1))
     for method in design.methods:
         for backbone in backbones:
             for fraction in design.fractions:
