@@ -190,7 +190,7 @@ def test_an_under_budgeted_pilot_says_inconclusive(tmp_path, tiny_esm, monkeypat
     assert "stored)" in result.output and "measured now" not in result.output  # planned from the stored profiles
     assert "full left out: the smallest pilot with it needs about" in result.output
     verdict = next(line for line in result.output.splitlines() if line.startswith("verdict for esm2-8m"))
-    assert "inconclusive" in verdict and "full" in verdict and "est." in verdict, result.output
+    assert "inconclusive: full did not fit the budget: the smallest pilot with it needs about" in verdict, verdict
     assert not [r for r in Store(store_path).records() if r["config"]["method"] == "full"]
     assert "trained on shuffled labels at fraction 1: test mse" in result.output  # the baselines are in the answer
     # bench report shows the pilot's answer, though every run of it is a frozen one

@@ -287,6 +287,10 @@ def what_would_decide(plan: dict, backbone: str, decided: dict, unmeasured: list
             parts[-1] += (f" (or fraction 1: {seeds} seeds, est. {duration(seeds * estimates[method]['1'])} "
                           "by the cost model)")
     for method in unmeasured:
+        if method in plan.get("needs", {}):
+            parts.append(f"{method} did not fit the budget: the smallest pilot with it needs about "
+                         f"{duration(plan['needs'][method])} here (--budget {math.ceil(plan['needs'][method] / 60)}m)")
+            continue
         full = estimates.get(method, {})
         fraction = min((float(f) for f in full), default=None)
         if fraction is None:

@@ -252,6 +252,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     min_gain: float = 0.0
     validations: dict[str, int] = field(default_factory=dict)  # validations per epoch by method
+    needs: dict[str, float] = field(default_factory=dict)  # left-out method -> seconds of the smallest pilot with it
 
     @property
     def seconds(self) -> float:
@@ -277,7 +278,7 @@ class Plan:
                 "budget_seconds": self.budget, "device": self.device, "design": asdict(self.design),
                 "methods": list(self.design.methods), "left_out": list(self.left_out), "min_gain": self.min_gain,
                 "description": self.design.describe(self.shape), "estimated_seconds": self.seconds,
-                "notes": self.notes, "created": rec.now(), "run_estimates": self.run_estimates(),
+                "notes": self.notes, "created": rec.now(), "run_estimates": self.run_estimates(), "needs": self.needs,
                 "costs": {b: {m: asdict(c) for m, c in by.items()} for b, by in self.costs.items()},
                 "runs": [{"hash": s.config.hash, "backbone": s.config.backbone, "method": s.config.method,
                           "head": s.config.head, "role": s.role, "train_fraction": s.config.train_fraction,
@@ -399,7 +400,7 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
                       run_seconds(m, f, design, validations.get(m, 1), costs[b][m], shape, embedded), role)
                  for role, b, m, f, seed in layout(backbones, design, level)]
         return Plan(task, plugins.get("task", task).metric, shape, tuple(backbones), budget, device_label, design,
-                    steps, costs, left, notes, validations=validations)
+                    steps, costs, left, notes, validations=validations, needs={m: cheapest[m] for m in left})
     raise BenchError(f"the smallest pilot (frozen heads only, 2 seeds, {MIN_TRAIN}+ training examples) needs "
                      f"about {duration(cheapest.get(FROZEN, 0))} on this device; give a --budget of at least that")
 
