@@ -67,7 +67,7 @@ def test_plan_fits_the_budget_and_shrinks_with_it(shape):
         or tight.design.methods != roomy.design.methods
     # cheap conditions first: every frozen run, then LoRA, then full fine-tuning
     methods = [s.config.method for s in roomy.steps]
-    assert methods == sorted(methods, key=planner.METHOD_ORDER.index)
+    assert methods == sorted(methods, key=planner.cost_rank)
     assert {s.role for s in roomy.steps if s.config.method == "frozen"} == {"probe", "frozen MLP", "shuffled labels"}
     assert {s.config.head for s in roomy.steps if s.role == "probe"} == {"probe-mean"}
     tuned = [s.config for s in roomy.steps if s.config.method == "lora"]

@@ -55,6 +55,11 @@ RUN_OVERHEAD_SECONDS = 5.0  # per run: loading the backbone and the data, bootst
 LENGTH_TOLERANCE = 2.0  # a stored throughput is reused when measured within this factor of the task's length
 
 
+def cost_rank(method: str) -> float:
+    """Where a method runs in a pilot: METHOD_ORDER's place, a plugin's other method just before full."""
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else METHOD_ORDER.index("full") - 0.5
+
+
 def parse_duration(text: str) -> float:
     """``20m``, ``1h30m``, ``90s``, ``1.5h`` as seconds."""
     parts = re.fullmatch(r"\s*((\d+(\.\d+)?)\s*[hms]\s*)+", text or "")
@@ -372,7 +377,7 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
     ``settings``: per backbone, settings its runs share (``backbone_path``, ``init``)."""
     settings, pinned = settings or {}, pinned or {}
     notes, methods = [], []
-    for method in sorted({m for by in costs.values() for m in by if m != FROZEN}, key=METHOD_ORDER.index):
+    for method in sorted({m for by in costs.values() for m in by if m != FROZEN}, key=cost_rank):
         unfit = [b for b, by in costs.items() if method in by and not by[method].fits]
         if unfit:
             notes.append(f"{method} left out: one training step on the longest sequence ({shape.max_length} "
