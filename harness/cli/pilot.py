@@ -63,9 +63,9 @@ def backbone_paths(ctx: click.Context, param: click.Parameter, pairs: tuple[str,
 @click.option("--budget", required=True, help="Time for the whole pilot, e.g. 20m, 1h30m (profiling included).")
 @click.option("--methods", default="frozen,lora,full", show_default=True, callback=method_list,
               help="Methods to compare; frozen (a linear probe and the MLP head) always runs as the baseline.")
-@click.option("--min-gain", type=click.FloatRange(min=0), default=0.01, show_default=True,
+@click.option("--min-gain", type=click.FloatRange(min=0),
               help="The smallest gain in the task's metric worth fine-tuning for: 'frozen is enough' needs "
-                   "every fine-tuning gain's 95% CI below it.")
+                   "every fine-tuning gain's 95% CI below it (default 0.01).")
 @click.option("--backbone-path", "paths", multiple=True, metavar="NAME=DIR", callback=backbone_paths,
               help="Load a backbone's weights from this directory instead of its hub id; repeatable.")
 @click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
@@ -83,7 +83,7 @@ def backbone_paths(ctx: click.Context, param: click.Parameter, pairs: tuple[str,
 @data_dir_option()
 @device_option
 @log_json_option
-def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str, ...], min_gain: float,
+def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str, ...], min_gain: float | None,
           paths: dict[str, str], init: str, seeds: int | None, fractions: tuple[float, ...] | None,
           epochs: int | None, dry_run: bool, launcher: str, workers: int | None, extra: dict, store: Path | None,
           data_dir: Path | None, device: str, log_json: Path | None) -> None:
@@ -146,7 +146,8 @@ def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str
                                 "epochs": epochs}.items() if v}
     spent = time.monotonic() - started
     plan = planner.make_plan(task, spec.level, shape, backbones, costs, seconds - spent, label, settings, pinned)
-    plan.min_gain = min_gain
+    if min_gain is not None:
+        plan.min_gain = min_gain
     done = {s.config.hash for s in plan.steps if results.finished(s.config.hash)}
     console.print(plan_table(plan, done))
     console.print(literal(f"plan: {plan.design.describe(shape)}"), soft_wrap=True)

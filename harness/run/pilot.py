@@ -52,6 +52,7 @@ PATIENCE = 2  # validations without improvement before a fine-tuning run stops
 MIN_TRAIN = 16  # training examples at the smallest fraction
 TEST_PASSES = 4  # a run predicts test untrained, at each checkpoint candidate (2) and once more when reporting
 RUN_OVERHEAD_SECONDS = 5.0  # per run: loading the backbone and the data, bootstrap CIs (assumed, not measured)
+MIN_GAIN = 0.01  # default smallest gain worth fine-tuning for, in the metric's units (Spearman, accuracy)
 LENGTH_TOLERANCE = 2.0  # a stored throughput is reused when measured within this factor of the task's length
 
 
@@ -255,7 +256,7 @@ class Plan:
     costs: dict[str, dict[str, Cost]]  # backbone -> method -> cost
     left_out: tuple[str, ...] = ()  # fine-tuning methods that fit memory but not the budget
     notes: list[str] = field(default_factory=list)
-    min_gain: float = 0.0
+    min_gain: float = MIN_GAIN
     validations: dict[str, int] = field(default_factory=dict)  # validations per epoch by method
     needs: dict[str, float] = field(default_factory=dict)  # left-out method -> seconds of the smallest pilot with it
 
