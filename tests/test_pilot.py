@@ -269,3 +269,17 @@ def test_running_stops_short_of_the_budget_at_the_pace_measured(shape, monkeypat
     later_frozen = [s for s in steps if s.config.method == "frozen" and s.config.train_fraction == 1.0]
     assert later_frozen and all(s.config.hash in left for s in later_frozen)
     assert len(ran) + len(left) + 1 == len(steps)
+
+
+def test_a_method_a_backbone_cannot_take_runs_on_the_others_only(shape):
+    """LoRA needs adapter targets: on one-hot it is left out, on the transformer it runs."""
+    costs = {"esm2-8m": {"frozen": cost("frozen", None, 2000.0), "lora": cost("lora", 500.0, 1000.0)},
+             "onehot": {"frozen": cost("frozen", None, 2000.0)}}
+    plan = planner.make_plan("toy-charge", "protein", shape, ["esm2-8m", "onehot"], costs, 3600, "CPU")
+    assert plan.design.methods == ("lora",)
+    assert {s.config.backbone for s in plan.steps if s.config.method == "lora"} == {"esm2-8m"}
+    assert {s.config.backbone for s in plan.steps if s.role == "probe"} == {"esm2-8m", "onehot"}
+    document = plan.document()
+    assert document["serves"] == {"esm2-8m": ["lora"], "onehot": []}
+    onehot = next(a for a in answers.answer(document, []) if a.backbone == "onehot")
+    assert onehot.verdict.startswith("nothing to decide: no fine-tuning method of this pilot applies to onehot")

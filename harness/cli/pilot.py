@@ -98,6 +98,7 @@ def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str
     started = time.monotonic()
     from plm_bench import plugins
     from plm_bench.cli.profile import device_name
+    from plm_bench.config import RunConfig
     from plm_bench.errors import BenchError
     from plm_bench.results import pilot as answers
     from plm_bench.results.records import now
@@ -135,11 +136,15 @@ def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str
             cost = planner.stored_cost(stored, backbone, paths.get(backbone), method, label, shape, memory)
             if cost is None:
                 err_console.print(f"profiling {backbone} · {method} on {label} (no stored profile matches) ...")
-                from plm_bench.config import RunConfig
-
-                batch = RunConfig(backbone=backbone, task=task, method=method, **settings[backbone]).resolved()
-                cost = planner.measure_cost(results, backbone, paths.get(backbone), init, method, torch_device, label,
-                                            shape, batch.batch_size, memory)
+                try:
+                    batch = RunConfig(backbone=backbone, task=task, method=method, **settings[backbone]).resolved()
+                    cost = planner.measure_cost(results, backbone, paths.get(backbone), init, method, torch_device,
+                                                label, shape, batch.batch_size, memory)
+                except BenchError as exc:  # e.g. LoRA on one-hot: the other backbones still compare it
+                    if method == planner.FROZEN:
+                        raise
+                    console.print(literal(f"{backbone} · {method}: left out ({exc})"), soft_wrap=True)
+                    continue
             costs.setdefault(backbone, {})[method] = cost
             console.print(literal(cost_line(cost)), soft_wrap=True)
     pinned = {k: v for k, v in {"seeds": (seeds,) if seeds else None, "fractions": fractions,

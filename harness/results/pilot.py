@@ -57,6 +57,11 @@ def condition_runs(plan: dict, records: list[dict]) -> dict[str, dict[tuple[str,
     return out
 
 
+def served(plan: dict, backbone: str) -> list[str]:
+    """The fine-tuning methods the plan could run on ``backbone`` (not LoRA on one-hot, say)."""
+    return plan.get("serves", {}).get(backbone, [*plan["methods"], *plan.get("left_out", [])])
+
+
 def oriented(value: float, up: bool) -> float:
     return value if up else -value
 
@@ -107,9 +112,9 @@ def answer(plan: dict, records: list[dict], ci: str = "t") -> list[Answer]:
     min_gain = plan.get("min_gain", 0.0)
     metric = plan.get("metric")
     up = lb.higher_is_better(metric) is not False
-    methods = plan["methods"]
     out = []
     for backbone in plan["backbones"]:
+        methods = [m for m in plan["methods"] if m in served(plan, backbone)]
         by = runs.get(backbone, {})
         fractions = sorted({f for _, f in by})
         gains = lb.Report(f"{backbone} on {plan['task']}: test {metric}, fine-tuned minus the best frozen head, "
@@ -142,8 +147,8 @@ def answer(plan: dict, records: list[dict], ci: str = "t") -> list[Answer]:
             gains.caption.append(f"{metric}: lower is better, so a gain is the fine-tuned value below frozen's")
         gains.caption.append(f"gain/loss: the paired 95% CI excludes 0; a gain smaller than {min_gain:g} is not "
                              "worth having (--min-gain)")
-        answer_ = Answer(backbone, "", gains, cost_table(plan, backbone, by, fractions,
-                                                         [*methods, *plan.get("left_out", [])]))
+        left = [m for m in plan.get("left_out", []) if m in served(plan, backbone)]
+        answer_ = Answer(backbone, "", gains, cost_table(plan, backbone, by, fractions, [*methods, *left]))
         answer_.evidence += trends(cells)
         answer_.evidence += baselines(by, fractions)
         largest = max(fractions, default=None)
@@ -238,8 +243,10 @@ def cost_table(plan: dict, backbone: str, by: dict, fractions: list[float], meth
 def verdict(plan: dict, backbone: str, cells: dict, best_frozen: dict, by: dict, min_gain: float) -> str:
     """One of: fine-tune (METHOD): +X [CI] for Y× the cost; frozen is enough; inconclusive: what would decide it."""
     metric = plan.get("metric")
+    if not served(plan, backbone):
+        return f"nothing to decide: no fine-tuning method of this pilot applies to {backbone} (frozen heads only)"
     decided: dict[str, tuple[str, float, lb.Cell, list[float], str]] = {}
-    for method in plan["methods"]:
+    for method in (m for m in plan["methods"] if m in served(plan, backbone)):
         paired = {f: v for f, v in cells.get(method, {}).items() if v[0].half_width is not None}
         if not paired:
             continue
@@ -256,7 +263,8 @@ def verdict(plan: dict, backbone: str, cells: dict, best_frozen: dict, by: dict,
                   if short else "")
         return (f"fine-tune ({method}): {cell.mean:+.3f} [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}] {metric} over the "
                 f"{role} for {ratio:.2g}× the cost per run{where(fraction)}{caveat}")
-    unmeasured = [m for m in (*plan["methods"], *plan.get("left_out", [])) if m not in decided]
+    unmeasured = [m for m in (*plan["methods"], *plan.get("left_out", [])) if m not in decided
+                  and m in served(plan, backbone)]
     if decided and all(v[0] == "enough" for v in decided.values()) and not unmeasured:
         listed = "; ".join(f"{m}: {v[2].mean:+.3f} [{v[2].ci_low:+.3f}, {v[2].ci_high:+.3f}]{where(v[1])}"
                            for m, v in decided.items())

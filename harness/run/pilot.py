@@ -285,6 +285,8 @@ class Plan:
                 "methods": list(self.design.methods), "left_out": list(self.left_out), "min_gain": self.min_gain,
                 "description": self.design.describe(self.shape), "estimated_seconds": self.seconds,
                 "notes": self.notes, "created": rec.now(), "run_estimates": self.run_estimates(), "needs": self.needs,
+                "serves": {b: sorted((m for m, c in by.items() if m != FROZEN and c.fits), key=cost_rank)
+                           for b, by in self.costs.items()},
                 "costs": {b: {m: asdict(c) for m, c in by.items()} for b, by in self.costs.items()},
                 "runs": [{"hash": s.config.hash, "backbone": s.config.backbone, "method": s.config.method,
                           "head": s.config.head, "role": s.role, "train_fraction": s.config.train_fraction,
@@ -298,11 +300,11 @@ def fractions_for(top: float, count: int, train: int) -> tuple[float, ...] | Non
     return None if math.ceil(found[0] * train) < MIN_TRAIN else found
 
 
-def layout(backbones: Sequence[str], design: Design, level: str) -> list[tuple[str, str, str, float, int]]:
+def layout(backbones: Sequence[str], design: Design, serves: dict[str, set[str]]) -> list[tuple]:
     """The runs of a design as (role, backbone, method, fraction, seed), cheap first: per backbone
     and fraction the linear probe and the frozen MLP of every seed (after the smallest fraction's,
     one frozen MLP trained on shuffled labels: cheap, so even a pilot stopped early has its
-    baseline), then each fine-tuning method by fraction and seed."""
+    baseline), then each fine-tuning method by fraction and seed on the backbones it ``serves``."""
     runs = []
     for backbone in backbones:
         for fraction in design.fractions:
@@ -311,7 +313,7 @@ def layout(backbones: Sequence[str], design: Design, level: str) -> list[tuple[s
             if fraction == design.fractions[0]:
                 runs.append(("shuffled labels", backbone, FROZEN, fraction, 1))
     for method in design.methods:
-        for backbone in backbones:
+        for backbone in (b for b in backbones if method in serves[b]):
             for fraction in design.fractions:
                 runs += [(method, backbone, method, fraction, seed) for seed in range(1, design.seeds + 1)]
     return runs
@@ -377,15 +379,16 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
     """The best design whose estimated time fits ``budget`` seconds (see :func:`candidates`);
     ``settings``: per backbone, settings its runs share (``backbone_path``, ``init``)."""
     settings, pinned = settings or {}, pinned or {}
-    notes, methods = [], []
-    for method in sorted({m for by in costs.values() for m in by if m != FROZEN}, key=cost_rank):
-        unfit = [b for b, by in costs.items() if method in by and not by[method].fits]
+    notes = []
+    serves = {b: {m for m, c in costs[b].items() if m != FROZEN and c.fits} for b in backbones}
+    for backbone in backbones:
+        unfit = sorted((m for m, c in costs[backbone].items() if not c.fits), key=cost_rank)
         if unfit:
-            notes.append(f"{method} left out: one training step on the longest sequence ({shape.max_length} "
-                         f"residues) at batch 1 does not fit the memory of {', '.join(unfit)} on this device")
-        else:
-            methods.append(method)
-    resolved = {m: RunConfig(backbone=backbones[0], task=task, method=m, **settings.get(backbones[0], {})).resolved()
+            notes.append(f"{', '.join(unfit)} left out on {backbone}: one training step on the longest sequence "
+                         f"({shape.max_length} residues) at batch 1 does not fit its memory on this device")
+    methods = sorted({m for found in serves.values() for m in found}, key=cost_rank)
+    first = {m: next(b for b in backbones if m in serves[b]) for m in methods}
+    resolved = {m: RunConfig(backbone=first[m], task=task, method=m, **settings.get(first[m], {})).resolved()
                 for m in methods}
     epochs = min((c.epochs for c in resolved.values()), default=MIN_EPOCHS)
     validations = {m: c.val_per_epoch for m, c in resolved.items()}
@@ -393,7 +396,7 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
     for design in candidates(methods, shape, epochs, pinned):
         embedded: set = set()
         seconds = sum(run_seconds(m, f, design, validations.get(m, 1), costs[b][m], shape, embedded)
-                      for _, b, m, f, _ in layout(backbones, design, level))
+                      for _, b, m, f, _ in layout(backbones, design, serves))
         for method in (FROZEN, *design.methods):
             cheapest[method] = min(cheapest.get(method, seconds), seconds)
         if seconds > budget:
@@ -404,7 +407,7 @@ def make_plan(task: str, level: str, shape: Shape, backbones: Sequence[str], cos
         embedded = set()
         steps = [Step(config_of(role, b, m, f, seed, task, level, design, settings),
                       run_seconds(m, f, design, validations.get(m, 1), costs[b][m], shape, embedded), role)
-                 for role, b, m, f, seed in layout(backbones, design, level)]
+                 for role, b, m, f, seed in layout(backbones, design, serves)]
         return Plan(task, plugins.get("task", task).metric, shape, tuple(backbones), budget, device_label, design,
                     steps, costs, left, notes, validations=validations, needs={m: cheapest[m] for m in left})
     raise BenchError(f"the smallest pilot (frozen heads only, 2 seeds, {MIN_TRAIN}+ training examples) needs "
