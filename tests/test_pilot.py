@@ -234,6 +234,15 @@ def test_verdicts_follow_the_paired_intervals():
     assert "for 10× the cost per run" in gain.verdict  # 100 s against the frozen head's 10 s
     nothing, = answers.answer(*plan_document([0.47, 0.58, 0.68], frozen))
     assert nothing.verdict.startswith("frozen is enough"), nothing.verdict
+    # the same loss, but from runs stopped while still improving: not evidence that the method cannot help
+    plan, records = plan_document([0.47, 0.58, 0.68], frozen)
+    plan["design"] = {"epochs": 3}
+    for record in records:
+        record["early_stopping"] = {"still_improving": record["config_hash"].startswith("lora")}
+    stopped, = answers.answer(plan, records)
+    assert stopped.verdict.startswith("inconclusive: lora -0.023 ["), stopped.verdict
+    assert "3/3 of its seeds were still improving when their 3 epochs ended" in stopped.verdict
+    assert "--epochs 6: est. 5.0 min more for these 3 seeds" in stopped.verdict
     # differences +0.10, -0.02, +0.06: mean +0.047, SD 0.061, t(2) CI ± 0.152 straddles 0
     unsure, = answers.answer(*plan_document([0.60, 0.58, 0.76], frozen))
     assert unsure.verdict.startswith("inconclusive: lora +0.047 ["), unsure.verdict

@@ -66,6 +66,11 @@ def oriented(value: float, up: bool) -> float:
     return value if up else -value
 
 
+def still_improving(runs: dict[int, dict]) -> int:
+    """How many of a condition's seeds ended every epoch still improving (the record's flag)."""
+    return sum(bool(r.get("early_stopping", {}).get("still_improving")) for r in runs.values())
+
+
 def seeds_to_decide(differences: list[float], min_gain: float) -> int | None:
     """Seeds at which the paired CI, at the spread seen so far, would exclude 0 or ``min_gain``
     (whichever the mean is further from); None beyond MAX_SEEDS or without a spread to go on."""
@@ -252,7 +257,10 @@ def verdict(plan: dict, backbone: str, cells: dict, best_frozen: dict, by: dict,
             continue
         fraction = max(paired)
         cell, differences, role = paired[fraction]
-        state = "gain" if cell.ci_low > 0 else "enough" if cell.ci_high < min_gain else "open"
+        # a gain found while still improving stands (more training would only add to it); "not worth
+        # it" does not: the CI is then of a method stopped short, not of the method
+        state = "gain" if cell.ci_low > 0 else "enough" if cell.ci_high < min_gain and not still_improving(
+            by[(method, fraction)]) else "open"
         decided[method] = (state, fraction, cell, differences, role)
     gains = {m: v for m, v in decided.items() if v[0] == "gain"}
     if gains:
@@ -283,6 +291,14 @@ def what_would_decide(plan: dict, backbone: str, decided: dict, unmeasured: list
         per_seed = seconds_per_run(by, method, fraction) + seconds_per_run(by, best_frozen[fraction][0], fraction)
         n = seeds_to_decide(differences, min_gain)
         gain = f"{method} {cell.mean:+.3f} [{cell.ci_low:+.3f}, {cell.ci_high:+.3f}] at fraction {fraction:g}"
+        stopped = still_improving(by[(method, fraction)])
+        if stopped and cell.ci_high < min_gain:
+            epochs = plan["design"]["epochs"]
+            parts.append(f"{gain}, but {stopped}/{len(by[(method, fraction)])} of its seeds were still improving "
+                         f"when their {epochs} epochs ended: more epochs would decide it (--epochs {2 * epochs}: "
+                         f"est. {duration(len(differences) * seconds_per_run(by, method, fraction))} more for these "
+                         f"{len(differences)} seeds, by the time measured)")
+            continue
         if n is not None:
             more = n - len(differences)
             parts.append(f"{gain}: about {more} more seed{'s' * (more > 1)} would decide it, est. "
