@@ -19,6 +19,7 @@ from plm_bench.cli import (
     leaderboard,
     listing,
     models,
+    pilot,
     predict,
     profile,
     reference,
@@ -57,5 +58,5 @@ def main() -> None:
 
 for command in (listing.list_, run.run, grid.grid, status.status, leaderboard.leaderboard, report.report, runs.runs,
                 runs.show, predict.predict, embed.embed, profile.profile, data.data, models.models,
-                reference.reference):
+                 reference.reference, pilot.pilot):
     main.add_command(command)

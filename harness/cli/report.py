@@ -31,7 +31,8 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
            fmt: str, output: Path) -> None:
     """One self-contained page from the store: fine-tuned − frozen heatmap with significance, accuracy vs
     cost with Pareto fronts, the memory envelope from `bench profile`, learning curves, sensitivity to
-    varying settings, leakage, and a recommendation per task."""
+    varying settings, leakage, a recommendation per task, and each `bench pilot`'s answer."""
+    from plm_bench.results import pilot
     from plm_bench.results import report as rp
     from plm_bench.results.store import Store
     from plm_bench.tasks.sources import default_data_dir
@@ -47,7 +48,10 @@ def report(store: Path | None, tasks: tuple[str, ...], backbones: tuple[str, ...
             found.append(rp.leakage(task, data_dir or default_data_dir()))
             console.print(f"overlap {task}: {found[-1].seconds:.1f} s", highlight=False)
     logs = study_logs_in(data_dir, notes) if any(r["config"].get("protocol") == "study" for r in records) else None
-    text = rp.render(rp.build(records, metric, ci, found, notes, profiles, str(results.path), logs), fmt)
+    pilots = pilot.sections(results.path, results.records(), ci)  # its runs, smoke or not, whatever the filters
+    sections = rp.build(records, metric, ci, found, notes, profiles, str(results.path), logs) \
+        if records or profiles or not pilots else []
+    text = rp.render(sections + pilots, fmt)
     with atomic_file(output) as replacement:  # an interrupted write leaves the old report whole
         replacement.path.write_text(text)
     console.print(f"{fmt} report written to {output}", highlight=False)
