@@ -153,7 +153,7 @@ def pilot(task: str, backbones: tuple[str, ...], budget: str, methods: tuple[str
     plan = planner.make_plan(task, spec.level, shape, backbones, costs, seconds - spent, label, settings, pinned)
     if min_gain is not None:
         plan.min_gain = min_gain
-    done = {s.config.hash for s in plan.steps if results.finished(s.config.hash)}
+    done = finished_runs([s.config for s in plan.steps], results, data)
     console.print(plan_table(plan, done))
     console.print(literal(f"plan: {plan.design.describe(shape)}"), soft_wrap=True)
     for note in plan.notes:
@@ -194,6 +194,16 @@ def cost_line(cost) -> str:
     memory = "fits memory" if cost.fits else "does NOT fit memory"
     return (f"{cost.backbone} · {cost.method} ({cost.dtype}): {train}inference {cost.inference_rate:,.0f} residues/s, "
             f"{cost.trainable_share:.2%} of {cost.total / 1e6:,.1f}M parameters trainable, {memory} ({source})")
+
+
+def finished_runs(configs: list, results, data: Path) -> set[str]:
+    """The hashes of the plan's runs that are done as `bench run` decides it: finished, on the same
+    input files and code (a stale result is run again, or the command stops naming the change)."""
+    from plm_bench.run import inputs
+    from plm_bench.run.driver import split_done
+
+    _, done = split_done(configs, results, planned=inputs.planned(configs, data))
+    return {c.hash for c in done}
 
 
 def plan_table(plan, done: set[str]) -> Table:
