@@ -84,13 +84,19 @@ def test_a_same_size_edit_of_a_builtin_task_file_is_refused_never_already_done(t
     assert row_count(store) == 1 and row_count(store, "failed") == 0  # refused before anything was stored
 
 
-def test_a_same_size_edit_of_an_embeddings_file_reruns(tmp_path):
+def embedded_task(tmp_path):
+    """A task and its records' one-hot embeddings as `bench embed` writes them (an .npz)."""
     task = write_task(tmp_path / "task")
     ids = [line.split(",")[:2] for line in task_csv().splitlines()[1:]]
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{i}\n{s}\n" for i, s in ids))
     npz = tmp_path / "e.npz"
     assert bench("embed", "onehot", fasta, "-o", npz).exit_code == 0
+    return task, npz
+
+
+def test_a_same_size_edit_of_an_embeddings_file_reruns(tmp_path):
+    task, npz = embedded_task(tmp_path)
     aged(npz, task, tmp_path / "task" / "data.csv")
     store = tmp_path / "r.sqlite"
     assert quick_run(task, store, "--embeddings", npz).exit_code == 0
@@ -429,12 +435,7 @@ def test_a_stored_record_changed_in_the_file_is_named_not_shown(tmp_path):
 # What used to be a traceback or raw exception text is one line naming the input.
 
 def test_a_truncated_embeddings_file_is_one_line(tmp_path):
-    task = write_task(tmp_path / "task")
-    ids = [line.split(",")[:2] for line in task_csv().splitlines()[1:]]
-    fasta = tmp_path / "in.fasta"
-    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in ids))
-    npz = tmp_path / "e.npz"
-    assert bench("embed", "onehot", fasta, "-o", npz).exit_code == 0
+    task, npz = embedded_task(tmp_path)
     npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
     result = quick_run(task, tmp_path / "r.sqlite", "--embeddings", npz)
     assert result.exit_code == 2 and "cannot read the embeddings" in result.output
