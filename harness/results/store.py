@@ -151,7 +151,10 @@ class Store:
         self._reported: set[tuple[str, int]] = set()
         if read_only:
             self.db = self._open_read_only()
+            # an older store reads as it is: its rows have no digests to check (read once, not per query)
+            self.digested = self._version(self.db) >= STORE_VERSION
             return
+        self.digested = True  # a writer brings the store to STORE_VERSION first
         try:
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -215,7 +218,7 @@ class Store:
             try:
                 db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=30)
                 db.execute("SELECT count(*) FROM runs").fetchone()
-                self._version(db)  # an older one reads as it is: its rows have no digests to check
+                self._version(db)  # a newer one is refused
                 return db
             except sqlite3.DatabaseError as exc:
                 problem = exc
@@ -340,7 +343,7 @@ class Store:
 
     def _rows(self, where: str, *args: object) -> list[dict]:
         """Records of the rows matching ``where``, each validated; a bad row is reported once and skipped."""
-        checked = "digest" if self._version(self.db) >= STORE_VERSION else "NULL"
+        checked = "digest" if self.digested else "NULL"
         return self._validated(f"SELECT id, record, {checked} FROM runs WHERE {where} ORDER BY id", args,
                                records.validate, "run_id", "run {} is not a valid record ({}); skipped (rerun its "
                                "config with --force to replace it)")
