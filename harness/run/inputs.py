@@ -25,6 +25,7 @@ from typing import Any
 from plm_bench.config import RunConfig
 from plm_bench.errors import BenchError
 from plm_bench.tasks import sources
+from plm_bench.tasks.task import file_digest
 
 # what each key of a record's ``inputs`` names, for messages
 WHAT = {"task": "task data", "backbone_files": "--backbone-path files", "hub_snapshot": "hub snapshot"}
@@ -42,8 +43,7 @@ def folder_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*")
                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
-        content = sources.stamped_digest([path], "sha256", lambda path=path: sources.sha256_of(path))
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{content}\0".encode())
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_digest(path)}\0".encode())
     return "sha256:" + digest.hexdigest()
 
 
