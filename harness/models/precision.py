@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from plm_bench.errors import BenchError
+from plm_bench.models.backbone import DTYPES
 
 PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed")
 COMPUTE = {"fp32": "fp32", "bf16-mixed": "bf16", "fp16-mixed": "fp16"}  # precision -> the dtype it computes in
 MIXED = {"bf16": "bf16-mixed", "fp16": "fp16-mixed", "fp32": "fp32"}  # an explicit --dtype -> its precision
-TORCH = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH = DTYPES  # storage name -> torch dtype: the backbone's table, one owner
 
 
 @dataclass(frozen=True)

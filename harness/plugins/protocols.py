@@ -63,7 +63,7 @@ def load_protocol(path: Path) -> ProtocolSpec:
     extends = definition.get("extends", "")
     if not isinstance(extends, str):
         raise BenchError(f"{path}: extends = {extends!r}: name one protocol, e.g. extends = \"harness\"")
-    unknown = sorted(set(definition) - {"name", "description", "extends", "rules"})
+    unknown = sorted(set(definition) - set(TOP_KEYS))
     if unknown:
         raise BenchError(f"{path}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)}; a protocol "
                          f"holds {', '.join(TOP_KEYS)}")

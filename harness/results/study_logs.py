@@ -26,9 +26,9 @@ import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from statistics import mean, stdev
 
 from plm_bench.errors import BenchError
+from plm_bench.results.intervals import mean_ci
 from plm_bench.tasks.sources import Source, verified_path
 
 FOLDER = "study-logs"  # <data-dir>/<FOLDER>/training_logs.zip, like a task's data folder
@@ -80,11 +80,11 @@ class Summary:
 
     @property
     def mean(self) -> float:
-        return mean(self.values)
+        return mean_ci(list(self.values), "normal")[0]
 
     @property
     def half_width(self) -> float | None:
-        return 1.96 * stdev(self.values) / len(self.values) ** 0.5 if len(self.values) > 1 else None
+        return mean_ci(list(self.values), "normal")[1]
 
 
 def logs_path(data_dir: Path) -> Path:
