@@ -116,12 +116,18 @@ def split_done(configs: Sequence[RunConfig], store: Store | None, force: bool = 
         return list(configs), []
     planned = planned or {}
     done, changed = [], []
+    current: dict[tuple, dict] = {}  # the code serving each combination of plugins, looked up once
     for config in configs:
         record = store.finished(config.hash)
         if record is None or inputs.changed(record, planned.get(config.hash)):
             continue
-        stored = asdict(config)
-        what = [] if accept_changed else provenance.changes(record, provenance.of(stored, records.SCHEMA_VERSION))
+        what = []
+        if not accept_changed:
+            stored = asdict(config)
+            serving = tuple(stored[kind] for kind in provenance.DECIDING)
+            if serving not in current:
+                current[serving] = provenance.of(stored, records.SCHEMA_VERSION)
+            what = provenance.changes(record, current[serving])
         if what:
             changed.append(f"run {record['run_id']} ({config.backbone} {config.task} {config.method} seed "
                            f"{config.seed}): {'; '.join(what)}")

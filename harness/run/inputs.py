@@ -66,22 +66,29 @@ def snapshot_digest(hub_id: str) -> str | None:
     return "blobs:" + digest.hexdigest()
 
 
-def of_run(config: RunConfig, task_digests: dict[str, str]) -> dict[str, Any]:
-    """The file digests of one run: ``task_digests`` (what its task's load read, by file), its
-    ``--backbone-path`` folder or its cached hub snapshot; keys left out where there is nothing to
-    name (a code task, onehot, --init random, a snapshot not cached yet)."""
-    from plm_bench import plugins
-
+def of_run(config: RunConfig, task_digests: dict[str, str],
+           backbone: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The file digests of one run: ``task_digests`` (what its task's load read, by file), then its
+    backbone's (:func:`backbone_files`, or ``backbone`` where the caller digested them already);
+    keys left out where there is nothing to name (a code task, onehot, --init random, a snapshot
+    not cached yet)."""
     out: dict[str, Any] = {}
     if task_digests:
         out["task"] = dict(sorted(task_digests.items()))
+    return {**out, **(backbone_files(config) if backbone is None else backbone)}
+
+
+def backbone_files(config: RunConfig) -> dict[str, Any]:
+    """The digest of a run's ``--backbone-path`` folder or of its cached hub snapshot, if any."""
+    from plm_bench import plugins
+
     if config.backbone_path:
-        out["backbone_files"] = folder_digest(Path(config.backbone_path))
-    elif config.init == "pretrained" and (hub_id := plugins.get("backbone", config.backbone).hub_id):
+        return {"backbone_files": folder_digest(Path(config.backbone_path))}
+    if config.init == "pretrained" and (hub_id := plugins.get("backbone", config.backbone).hub_id):
         snapshot = snapshot_digest(hub_id)
         if snapshot:
-            out["hub_snapshot"] = snapshot
-    return out
+            return {"hub_snapshot": snapshot}
+    return {}
 
 
 def planned(configs: Iterable[RunConfig], data_dir: Path, strict: bool = True,
@@ -96,6 +103,7 @@ def planned(configs: Iterable[RunConfig], data_dir: Path, strict: bool = True,
     from plm_bench import plugins
 
     tasks: dict[str, dict[str, str] | None] = {}
+    backbones: dict[tuple, dict[str, Any]] = {}  # one backbone's files are digested once, whatever uses them
     out = {}
     for config in configs:
         if config.task not in tasks:
@@ -110,7 +118,10 @@ def planned(configs: Iterable[RunConfig], data_dir: Path, strict: bool = True,
                 if unreadable is not None:
                     unreadable.append(str(exc))
         if tasks[config.task] is not None:
-            out[config.hash] = of_run(config, tasks[config.task])
+            key = (config.backbone, config.backbone_path, config.init)
+            if key not in backbones:
+                backbones[key] = backbone_files(config)
+            out[config.hash] = of_run(config, tasks[config.task], backbones[key])
     return out
 
 
