@@ -46,6 +46,7 @@ from plm_bench.run.training import (
     batches,
     halted,
     optimizer_for,
+    remedy,
     resume_training,
     schedule_for,
     validated,
@@ -355,7 +356,7 @@ def _validate(stack: Stack, epoch: int, b: int, steps_in_epoch: int, since: int,
         state.samples += sum(seat.plan["sizes"][since:b + 1])
         state.residues += sum(seat.plan["residues"][since:b + 1])
         if not math.isfinite(loss):
-            seat.error = BenchError(f"training loss became {loss}; lower --lr or use --dtype fp32")
+            seat.error = BenchError(f"training loss became {loss}; {remedy('fp32')}")  # stacked heads compute in fp32
             continue
         seat.loss = loss
         valid, valid_loss = job.validate()
