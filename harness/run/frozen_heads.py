@@ -172,9 +172,7 @@ class Stack:
         self.names = [name for name, p in self.head.named_parameters() if p.requires_grad]
         params, _ = torch.func.stack_module_state(heads)
         self.params = {name: params[name] for name in self.names}
-        kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
-        self.optimizer = kind(list(self.params.values()), lr=config.lr, eps=config.adam_eps,
-                              weight_decay=config.weight_decay, fused=True)
+        self.optimizer = optimizer_for(seats[0].job.model, config, list(self.params.values()), fused=True)
         self.scheduler = schedule_for(self.optimizer, config, steps)
         saved = [seat.optimizer.state_dict() for seat in seats]
         if saved[0]["state"]:  # a resumed run's moments, stacked in the order of the parameters

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -245,9 +245,13 @@ def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             tensor.copy_(state[name])
 
 
-def optimizer_for(model: Model, config: RunConfig) -> torch.optim.Optimizer:
+def optimizer_for(model: Model, config: RunConfig, parameters: list[torch.Tensor] | None = None,
+                  **extra: Any) -> torch.optim.Optimizer:
+    """The run's optimizer over ``model``'s trainable parameters (or ``parameters``, e.g. a stack
+    of seeds' heads); ``extra``: torch keyword arguments such as ``fused``."""
     kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[config.optimizer]
-    return kind(model.trainable_parameters(), lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+    return kind(model.trainable_parameters() if parameters is None else parameters, lr=config.lr,
+                eps=config.adam_eps, weight_decay=config.weight_decay, **extra)
 
 
 def schedule_for(optimizer: torch.optim.Optimizer, config: RunConfig,
