@@ -260,7 +260,7 @@ def significance(records: list[dict], metric: str | None, ci: str) -> tuple[Sect
 def study_section(records: list[dict], ci: str, logs: Mapping | None) -> Section | None:
     """The study's published values and logged runs beside the runs of its protocol (None when
     no run used it)."""
-    if not any(lb.study_comparable(lb.condition(r)) or lb.comparable_to_logs(lb.condition(r)) for r in records):
+    if not any(lb.study_comparable(c) or lb.comparable_to_logs(c) for c in map(lb.condition, records)):
         return None
     section = Section("Beside the study (Schmirler et al. 2024)")
     section.text.append("Runs of the study protocol next to the study's published values (Tables S3-S6) and, "

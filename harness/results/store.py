@@ -181,12 +181,12 @@ class Store:
         """Bring an older store to :data:`STORE_VERSION` (a new one is created at it): a backup
         copy first, then one transaction, so a kill leaves the old store or the new, never half."""
         db = self.db
-        if self._version(db) == STORE_VERSION:
+        version = self._version(db)
+        if version == STORE_VERSION:
             return
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
             db.execute(f"PRAGMA user_version = {STORE_VERSION}")  # a new store: created below at this version
             return
-        version = self._version(db)
         backup = self.path.with_name(f"{self.path.stem}.v{version}-backup.sqlite")
         if not backup.exists():
             with atomic_file(backup) as copy:
